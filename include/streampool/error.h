@@ -1,0 +1,69 @@
+#pragma once
+// Every failure streampool reports is an exception derived from streampool::Error.
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+namespace streampool {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+// Bad input from the caller: wrong shape, dtype, device, argument value.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
+// A device that does not exist, or a backend this build does not have.
+class DeviceError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A STREAMPOOL_* environment variable holds a value that cannot be used.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Device use in a child created by fork() after the parent used a device.
+class ForkedChildError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Every pool stream is leased and STREAMPOOL_POOL_EXHAUSTED is `error` or `wait:MS` timed out.
+class PoolExhaustedError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A CUDA runtime call failed; names the call and the device.
+class CudaError : public Error {
+ public:
+  CudaError(const std::string& what, int code) : Error(what), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+// Work that ran asynchronously on a stream failed. Raised where someone waits on that stream
+// (or on an event recorded after the failure); `op()` names the op, `cause()` is the original.
+class AsyncError : public Error {
+ public:
+  AsyncError(const std::string& what, std::string op, std::exception_ptr cause)
+      : Error(what), op_(std::move(op)), cause_(std::move(cause)) {}
+  const std::string& op() const noexcept { return op_; }
+  std::exception_ptr cause() const noexcept { return cause_; }
+
+ private:
+  std::string op_;
+  std::exception_ptr cause_;
+};
+
+}  // namespace streampool

@@ -1,0 +1,11 @@
+#pragma once
+// Everything public in one include.
+
+#include "streampool/device.h"
+#include "streampool/error.h"
+#include "streampool/event.h"
+#include "streampool/settings.h"
+#include "streampool/stream.h"
+#include "streampool/stream_guard.h"
+#include "streampool/stream_pool.h"
+#include "streampool/version.h"

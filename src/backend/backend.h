@@ -1,0 +1,101 @@
+#pragma once
+// The one small interface every backend implements (DESIGN.md, layer 2). Internal.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "streampool/device.h"
+#include "streampool/stream.h"
+
+namespace streampool::detail {
+
+// The first asynchronous error of a stream since it was last delivered.
+class AsyncErrorSlot {
+ public:
+  // Keeps `error` (already an AsyncError or CudaError) unless an earlier one is pending.
+  void set_if_empty(std::exception_ptr error);
+  // The pending error, cleared (delivered), or nullptr.
+  std::exception_ptr take();
+  // The pending error, left in place, or nullptr.
+  std::exception_ptr peek() const;
+
+ private:
+  std::atomic<bool> pending_{false};  // lets take/peek skip the lock when nothing failed
+  mutable std::mutex mu_;             // guards error_
+  std::exception_ptr error_;
+};
+
+// Wraps the exception a task threw as AsyncError naming the op and the stream.
+std::exception_ptr make_async_error(const char* op, const Stream& stream, std::exception_ptr cause);
+
+class EventImpl;
+
+class StreamImpl {
+ public:
+  explicit StreamImpl(const Stream& s) : stream(s) {}
+  virtual ~StreamImpl() = default;
+
+  virtual void enqueue_host(const char* op, std::function<void()> task) = 0;
+  virtual bool query() = 0;
+  // Waits for work submitted before the call, then raises (and clears) the pending error.
+  virtual void synchronize() = 0;
+  // Later work of this stream waits for `event`'s latest record (same backend kind).
+  virtual void wait(EventImpl& event) = 0;
+  virtual void* native_handle() = 0;
+
+  // Best-effort name of the latest op submitted, for messages about asynchronous failures.
+  void note_op(const char* op) { last_op.store(op, std::memory_order_relaxed); }
+
+  const Stream stream;
+  AsyncErrorSlot errors;
+  std::atomic<const char*> last_op{nullptr};  // written by submitters, read by error paths
+};
+
+class EventImpl {
+ public:
+  EventImpl(const Device& d, bool enable_timing) : device(d), timing(enable_timing) {}
+  virtual ~EventImpl() = default;
+  virtual void record(StreamImpl& stream) = 0;
+  virtual bool query() = 0;
+  virtual void synchronize() = 0;
+  virtual double elapsed_ms(EventImpl& end) = 0;
+
+  const Device device;
+  const bool timing;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual int device_count() = 0;
+  virtual std::unique_ptr<StreamImpl> create_stream(const Stream& stream) = 0;
+  virtual std::unique_ptr<EventImpl> create_event(const Device& device, bool enable_timing) = 0;
+  // Raw device memory, synchronous; the caching allocator sits above this.
+  virtual void* allocate(const Device& device, std::size_t bytes) = 0;
+  virtual void deallocate(const Device& device, void* ptr) = 0;
+  // Asynchronous copy in `stream` order; either side may be host memory.
+  virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& stream) = 0;
+  virtual DeviceProperties properties(int index) = 0;
+  virtual BackendVersions versions() = 0;
+  // Computes something small on `stream` and checks it; throws on a wrong result.
+  virtual void self_test(StreamImpl& stream) = 0;
+};
+
+// nullptr where this build lacks the backend.
+Backend* find_backend(DeviceKind kind);
+// Throws DeviceError where this build lacks the backend.
+Backend& backend(DeviceKind kind);
+
+Backend& cpu_backend();
+#ifdef STREAMPOOL_WITH_CUDA
+Backend& cuda_backend();
+#endif
+
+}  // namespace streampool::detail

@@ -1,0 +1,251 @@
+// CUDA backend: non-blocking cudaStream_t's, events from a per-device pool.
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/nvml_count.h"
+
+namespace streampool::detail {
+
+cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream);
+
+namespace {
+
+std::string where(const Stream& s) {
+  return s.str();
+}
+
+// Freed events are kept for reuse: creating one costs a driver call. Never destroyed
+// (Note [Process lifetime]); one per device and timing flag.
+class CudaEventPool {
+ public:
+  cudaEvent_t get(int device, bool timing) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& list = free_[timing ? 1 : 0];
+      if (!list.empty()) {
+        cudaEvent_t e = list.back();
+        list.pop_back();
+        return e;
+      }
+    }
+    CudaDeviceGuard guard(device);
+    cudaEvent_t e = nullptr;
+    STREAMPOOL_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming),
+                          "cuda:" + std::to_string(device));
+    return e;
+  }
+  void put(cudaEvent_t e, bool timing) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[timing ? 1 : 0].push_back(e);
+  }
+
+ private:
+  std::mutex mu_;  // guards free_
+  std::vector<cudaEvent_t> free_[2];
+};
+
+CudaEventPool& event_pool(int device) {
+  static auto* pools = new CudaEventPool[64];  // Note [Process lifetime]
+  return pools[device];
+}
+
+class CudaStream final : public StreamImpl {
+ public:
+  explicit CudaStream(const Stream& s) : StreamImpl(s) {
+    CudaDeviceGuard guard(s.device().index);
+    // Non-blocking: never implicitly synchronizes with the legacy default stream, so threads
+    // never serialize each other through it. Id 0 is such a stream too.
+    STREAMPOOL_CUDA_CHECK(cudaStreamCreateWithFlags(&handle_, cudaStreamNonBlocking), where(s));
+  }
+
+  void enqueue_host(const char* op, std::function<void()> task) override {
+    note_op(op);
+    auto* t = new HostTask{this, op, std::move(task)};
+    cudaError_t st = cudaLaunchHostFunc(handle_, &HostTask::run, t);
+    if (st != cudaSuccess) {
+      delete t;
+      throw_cuda("cudaLaunchHostFunc", st, where(stream) + " (op '" + std::string(op ? op : "?") + "')");
+    }
+  }
+
+  bool query() override {
+    cudaError_t st = cudaStreamQuery(handle_);
+    if (st == cudaSuccess) return true;
+    if (st == cudaErrorNotReady) return false;
+    throw_cuda("cudaStreamQuery", st, context());
+  }
+
+  void synchronize() override {
+    cudaError_t st = cudaStreamSynchronize(handle_);
+    if (st != cudaSuccess) throw_cuda("cudaStreamSynchronize", st, context());
+    if (auto e = errors.take()) std::rethrow_exception(e);
+  }
+
+  void wait(EventImpl& event) override;
+
+  void* native_handle() override { return handle_; }
+  cudaStream_t handle() const { return handle_; }
+
+  std::string context() const {
+    const char* op = last_op.load(std::memory_order_relaxed);
+    return where(stream) + (op ? " (latest op submitted: '" + std::string(op) + "')" : std::string());
+  }
+
+ private:
+  struct HostTask {
+    CudaStream* stream;
+    const char* op;
+    std::function<void()> fn;
+    static void CUDART_CB run(void* p) {
+      auto* t = static_cast<HostTask*>(p);
+      try {
+        t->fn();
+      } catch (...) {
+        t->stream->errors.set_if_empty(make_async_error(t->op, t->stream->stream, std::current_exception()));
+      }
+      delete t;
+    }
+  };
+
+  cudaStream_t handle_ = nullptr;  // created once, never destroyed (Note [Process lifetime])
+};
+
+class CudaEvent final : public EventImpl {
+ public:
+  CudaEvent(const Device& d, bool timing) : EventImpl(d, timing), event_(event_pool(d.index).get(d.index, timing)) {}
+  ~CudaEvent() override { event_pool(device.index).put(event_, timing); }
+
+  void record(StreamImpl& s) override {
+    auto& cs = static_cast<CudaStream&>(s);
+    STREAMPOOL_CUDA_CHECK(cudaEventRecord(event_, cs.handle()), cs.context());
+  }
+
+  bool query() override {
+    cudaError_t st = cudaEventQuery(event_);
+    if (st == cudaSuccess) return true;
+    if (st == cudaErrorNotReady) return false;
+    throw_cuda("cudaEventQuery", st, device.str());
+  }
+
+  void synchronize() override { STREAMPOOL_CUDA_CHECK(cudaEventSynchronize(event_), device.str()); }
+
+  double elapsed_ms(EventImpl& end) override {
+    float ms = 0;
+    STREAMPOOL_CUDA_CHECK(cudaEventElapsedTime(&ms, event_, static_cast<CudaEvent&>(end).event_), device.str());
+    return ms;
+  }
+
+  cudaEvent_t handle() const { return event_; }
+
+ private:
+  cudaEvent_t event_;
+};
+
+void CudaStream::wait(EventImpl& event) {
+  STREAMPOOL_CUDA_CHECK(cudaStreamWaitEvent(handle_, static_cast<CudaEvent&>(event).handle(), 0), context());
+}
+
+class CudaBackend final : public Backend {
+ public:
+  DeviceKind kind() const override { return DeviceKind::cuda; }
+
+  int device_count() override {
+    std::call_once(count_once_, [&] {
+      int n = nvml_visible_device_count();
+      if (n < 0) {
+        cudaError_t st = cudaGetDeviceCount(&n);
+        if (st == cudaErrorNoDevice || st == cudaErrorInsufficientDriver) {
+          (void)cudaGetLastError();
+          n = 0;
+        } else if (st != cudaSuccess) {
+          throw_cuda("cudaGetDeviceCount", st, "cuda");
+        }
+      }
+      count_ = n;
+    });
+    return count_;
+  }
+
+  std::unique_ptr<StreamImpl> create_stream(const Stream& s) override { return std::make_unique<CudaStream>(s); }
+
+  std::unique_ptr<EventImpl> create_event(const Device& d, bool timing) override {
+    return std::make_unique<CudaEvent>(d, timing);
+  }
+
+  void* allocate(const Device& d, std::size_t bytes) override {
+    CudaDeviceGuard guard(d.index);
+    void* p = nullptr;
+    STREAMPOOL_CUDA_CHECK(cudaMalloc(&p, bytes), d.str() + " (" + std::to_string(bytes) + " bytes)");
+    return p;
+  }
+
+  void deallocate(const Device& d, void* p) override {
+    CudaDeviceGuard guard(d.index);
+    STREAMPOOL_CUDA_CHECK(cudaFree(p), d.str());
+  }
+
+  void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& s) override {
+    auto& cs = static_cast<CudaStream&>(s);
+    cs.note_op("copy");
+    STREAMPOOL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cs.handle()), cs.context());
+  }
+
+  DeviceProperties properties(int index) override {
+    CudaDeviceGuard guard(index);
+    cudaDeviceProp prop{};
+    std::string dev = "cuda:" + std::to_string(index);
+    STREAMPOOL_CUDA_CHECK(cudaGetDeviceProperties(&prop, index), dev);
+    DeviceProperties p;
+    p.name = prop.name;
+    p.compute_capability_major = prop.major;
+    p.compute_capability_minor = prop.minor;
+    p.multiprocessors = prop.multiProcessorCount;
+    STREAMPOOL_CUDA_CHECK(cudaMemGetInfo(&p.free_memory, &p.total_memory), dev);
+    return p;
+  }
+
+  BackendVersions versions() override {
+    BackendVersions v;
+    (void)cudaRuntimeGetVersion(&v.runtime);
+    if (cudaDriverGetVersion(&v.driver) != cudaSuccess) v.driver = 0;
+    return v;
+  }
+
+  void self_test(StreamImpl& s) override {
+    constexpr int n = 1 << 20;
+    auto& cs = static_cast<CudaStream&>(s);
+    Device d = s.stream.device();
+    CudaDeviceGuard guard(d.index);
+    auto* dev = static_cast<float*>(allocate(d, n * sizeof(float)));
+    std::vector<float> host(n, -1.0f);
+    cudaError_t st = launch_self_test_kernel(dev, n, 0.5f, 1.0f, cs.handle());
+    if (st == cudaSuccess) st = cudaMemcpyAsync(host.data(), dev, n * sizeof(float), cudaMemcpyDeviceToHost, cs.handle());
+    if (st == cudaSuccess) st = cudaStreamSynchronize(cs.handle());
+    (void)cudaFree(dev);
+    if (st != cudaSuccess) throw_cuda("self-test", st, cs.context());
+    for (int i = 0; i < n; ++i) {
+      if (host[i] != static_cast<float>(i) * 0.5f + 1.0f) {
+        throw Error("cuda self-test: wrong value at " + std::to_string(i) + " on " + s.stream.str());
+      }
+    }
+  }
+
+ private:
+  std::once_flag count_once_;
+  int count_ = 0;  // written once under count_once_
+};
+
+}  // namespace
+
+Backend& cuda_backend() {
+  static Backend* b = new CudaBackend();  // Note [Process lifetime]
+  return *b;
+}
+
+}  // namespace streampool::detail

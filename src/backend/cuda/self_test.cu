@@ -1,0 +1,18 @@
+// The kernel of the CUDA backend's self-test.
+#include <cuda_runtime.h>
+
+namespace streampool::detail {
+
+namespace {
+__global__ void affine_iota(float* out, int n, float scale, float shift) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = static_cast<float>(i) * scale + shift;
+}
+}  // namespace
+
+cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream) {
+  affine_iota<<<(n + 255) / 256, 256, 0, stream>>>(out, n, scale, shift);
+  return cudaGetLastError();
+}
+
+}  // namespace streampool::detail

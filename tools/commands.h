@@ -1,0 +1,11 @@
+#pragma once
+// The subcommands of the `streampool` tool, each registering itself on the CLI11 app.
+
+#include <CLI/CLI.hpp>
+
+namespace streampool::tools {
+
+// Adds `diag`; the callback stores the exit status in `*exit_code`.
+void add_diag_command(CLI::App& app, int* exit_code);
+
+}  // namespace streampool::tools
