@@ -66,7 +66,7 @@ class CudaStream final : public StreamImpl {
 
   void enqueue_host(const char* op, std::function<void()> task) override {
     note_op(op);
-    auto* t = new HostTask{this, op, std::move(task)};
+    auto* t = new HostTask{this, op, std::move(task), host_submitted_.fetch_add(1, std::memory_order_relaxed) + 1};
     cudaError_t st = cudaLaunchHostFunc(handle_, &HostTask::run, t);
     if (st != cudaSuccess) {
       delete t;
@@ -92,6 +92,14 @@ class CudaStream final : public StreamImpl {
   void* native_handle() override { return handle_; }
   cudaStream_t handle() const { return handle_; }
 
+  // Host tasks submitted so far; an event snapshots it at record time.
+  std::uint64_t host_submitted() const { return host_submitted_.load(std::memory_order_relaxed); }
+  // The pending host-task error if the task that failed came at or before `seq`.
+  std::exception_ptr error_at_or_before(std::uint64_t seq) const {
+    std::exception_ptr e = errors.peek();
+    return (e && failed_seq_.load(std::memory_order_acquire) <= seq) ? e : nullptr;
+  }
+
   std::string context() const {
     const char* op = last_op.load(std::memory_order_relaxed);
     return where(stream) + (op ? " (latest op submitted: '" + std::string(op) + "')" : std::string());
@@ -102,18 +110,25 @@ class CudaStream final : public StreamImpl {
     CudaStream* stream;
     const char* op;
     std::function<void()> fn;
+    std::uint64_t seq;
     static void CUDART_CB run(void* p) {
       auto* t = static_cast<HostTask*>(p);
       try {
         t->fn();
       } catch (...) {
-        t->stream->errors.set_if_empty(make_async_error(t->op, t->stream->stream, std::current_exception()));
+        CudaStream& s = *t->stream;
+        if (!s.errors.peek()) s.failed_seq_.store(t->seq, std::memory_order_release);
+        s.errors.set_if_empty(make_async_error(t->op, s.stream, std::current_exception()));
       }
       delete t;
     }
   };
 
   cudaStream_t handle_ = nullptr;  // created once, never destroyed (Note [Process lifetime])
+  std::atomic<std::uint64_t> host_submitted_{0};  // incremented by submitters
+  // Sequence number of the host task behind the pending error; host tasks run one at a time
+  // in stream order, so only the callback thread writes it.
+  std::atomic<std::uint64_t> failed_seq_{0};
 };
 
 class CudaEvent final : public EventImpl {
@@ -124,6 +139,9 @@ class CudaEvent final : public EventImpl {
   void record(StreamImpl& s) override {
     auto& cs = static_cast<CudaStream&>(s);
     STREAMPOOL_CUDA_CHECK(cudaEventRecord(event_, cs.handle()), cs.context());
+    std::lock_guard<std::mutex> lock(mu_);
+    recorded_on_ = &cs;
+    host_seq_ = cs.host_submitted();
   }
 
   bool query() override {
@@ -133,7 +151,20 @@ class CudaEvent final : public EventImpl {
     throw_cuda("cudaEventQuery", st, device.str());
   }
 
-  void synchronize() override { STREAMPOOL_CUDA_CHECK(cudaEventSynchronize(event_), device.str()); }
+  void synchronize() override {
+    STREAMPOOL_CUDA_CHECK(cudaEventSynchronize(event_), device.str());
+    CudaStream* s;
+    std::uint64_t seq;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      s = recorded_on_;
+      seq = host_seq_;
+    }
+    // Host tasks before the record ran before the event completed: their error is known now.
+    if (s) {
+      if (auto e = s->error_at_or_before(seq)) std::rethrow_exception(e);
+    }
+  }
 
   double elapsed_ms(EventImpl& end) override {
     float ms = 0;
@@ -145,6 +176,9 @@ class CudaEvent final : public EventImpl {
 
  private:
   cudaEvent_t event_;
+  std::mutex mu_;                     // guards recorded_on_, host_seq_
+  CudaStream* recorded_on_ = nullptr;  // streams live for the whole process
+  std::uint64_t host_seq_ = 0;
 };
 
 void CudaStream::wait(EventImpl& event) {

@@ -1,0 +1,140 @@
+// Child-process scenarios for the tests: `streampool_test_helper SCENARIO [DEVICE]`.
+// Exit status 0 means the scenario behaved; anything else (or a signal) is a failure.
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "support/work.h"
+
+using namespace streampool;
+using streampool::test::Work;
+
+namespace {
+
+Device g_device;
+
+int busy() {
+  // Threads leave their streams full of work; main returns without waiting for any of it.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t] {
+      auto* w = new Work(g_device, 1 << 16);  // leaked on purpose: work may still be in flight at exit
+      Stream s = current_stream(g_device);
+      for (int i = 0; i < 20; ++i) w->submit(s, test::unique_scale(t, i));
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto* w = new Work(g_device, 1 << 16);
+  Stream s = current_stream(g_device);
+  for (int i = 0; i < 20; ++i) w->submit(s, test::unique_scale(99, i));
+  return 0;
+}
+
+int atexit_sync() {
+  static Work* w = new Work(g_device, 1 << 16);
+  std::atexit([] {
+    synchronize(g_device);
+    Stream s = current_stream(g_device);
+    if (w->check(s, 0.5f) != 0) std::_Exit(7);
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t] {
+      auto* mine = new Work(g_device, 1 << 16);
+      Stream s = current_stream(g_device);
+      for (int i = 0; i < 10; ++i) mine->submit(s, test::unique_scale(t, i));
+    });
+  }
+  for (auto& th : threads) th.join();
+  w->submit(current_stream(g_device), 0.5f);
+  return 0;
+}
+
+int midwork() {
+  // Eight threads keep submitting and checking while main calls exit().
+  for (int t = 0; t < 8; ++t) {
+    std::thread([t] {
+      try {
+        auto* w = new Work(g_device, 1 << 14);
+        for (int i = 0;; ++i) {
+          if (w->run_once(test::unique_scale(t, i % 500)) != 0) std::_Exit(9);
+        }
+      } catch (const streampool::Error&) {
+        // The runtime may refuse work once the process is shutting down: that is fine.
+      }
+    }).detach();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::exit(0);
+}
+
+int exhaust() {
+  // Run with STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error: one pool stream.
+  std::atomic<bool> holding{false}, done{false};
+  std::thread holder([&] {
+    (void)current_stream(g_device);
+    holding = true;
+    while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!holding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int rc = 1;
+  std::thread second([&] {
+    try {
+      (void)current_stream(g_device);
+      std::cout << "second thread got a stream\n";
+    } catch (const PoolExhaustedError& e) {
+      std::cout << "PoolExhaustedError: " << e.what() << "\n";
+      rc = 0;
+    }
+  });
+  second.join();
+  done = true;
+  holder.join();
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: streampool_test_helper SCENARIO [DEVICE]\n";
+    return 64;
+  }
+  std::string scenario = argv[1];
+  try {
+    g_device = Device::parse(argc > 2 ? argv[2] : "cpu");
+    if (scenario == "selftest") {
+      self_test(g_device);
+      std::cout << "selftest ok\n";
+      return 0;
+    }
+    if (scenario == "busy") return busy();
+    if (scenario == "atexit") return atexit_sync();
+    if (scenario == "midwork") return midwork();
+    if (scenario == "exhaust") return exhaust();
+    if (scenario == "streams") {
+      std::cout << "streams=" << streams_per_device() << "\n";
+      return 0;
+    }
+    if (scenario == "policy") {
+      std::cout << "policy=" << to_string(pool_exhausted_policy()) << "\n";
+      return 0;
+    }
+    if (scenario == "current") {
+      std::cout << "stream=" << current_stream(g_device) << "\n";
+      return 0;
+    }
+  } catch (const ConfigError& e) {
+    std::cout << "ConfigError: " << e.what() << "\n";
+    return 3;
+  } catch (const std::exception& e) {
+    std::cout << "error: " << e.what() << "\n";
+    return 4;
+  }
+  std::cerr << "unknown scenario " << scenario << "\n";
+  return 64;
+}

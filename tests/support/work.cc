@@ -1,0 +1,82 @@
+#include "support/work.h"
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "backend/backend.h"
+#include "core/runtime.h"
+
+#ifdef STREAMPOOL_WITH_CUDA
+#include <cuda_runtime.h>
+namespace streampool::detail {
+cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream);
+}
+#endif
+
+namespace streampool::test {
+
+Device device_for(const std::string& name) { return Device::parse(name); }
+
+bool skip_unless_available(const std::string& name) {
+  Device d = device_for(name);
+  if (!is_compiled(d.kind)) return true;
+  return device_count(d.kind) <= d.index;
+}
+
+Work::Work(const Device& device, std::size_t n)
+    : device_(device), n_(n), host_(n, -1.0f) {
+  dev_ = static_cast<float*>(detail::backend(device.kind).allocate(device, n * sizeof(float)));
+}
+
+Work::~Work() { detail::backend(device_.kind).deallocate(device_, dev_); }
+
+void Work::submit(const Stream& stream, float scale, float shift) {
+  std::fill(host_.begin(), host_.end(), -1.0f);
+  detail::StreamImpl& s = detail::stream_impl(stream);
+  if (device_.kind == DeviceKind::cpu) {
+    float* out = dev_;
+    std::size_t n = n_;
+    s.enqueue_host("test_fill", [out, n, scale, shift] {
+      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(i) * scale + shift;
+    });
+  } else {
+#ifdef STREAMPOOL_WITH_CUDA
+    cudaError_t st = detail::launch_self_test_kernel(dev_, static_cast<int>(n_), scale, shift,
+                                                     static_cast<cudaStream_t>(s.native_handle()));
+    if (st != cudaSuccess) throw Error(std::string("test kernel launch: ") + cudaGetErrorString(st));
+#endif
+  }
+  detail::backend(device_.kind).copy_async(host_.data(), dev_, n_ * sizeof(float), s);
+}
+
+std::size_t Work::check(const Stream& stream, float scale, float shift) {
+  stream.synchronize();
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < n_; ++i) wrong += host_[i] != static_cast<float>(i) * scale + shift;
+  return wrong;
+}
+
+std::size_t Work::run_once(float scale) {
+  Stream s = current_stream(device_);
+  submit(s, scale);
+  return check(s, scale);
+}
+
+const char* helper_path() { return STREAMPOOL_TEST_HELPER_PATH; }
+
+HelperResult run_helper(const std::string& args, const std::string& env) {
+  std::string cmd = (env.empty() ? "" : "env " + env + " ") + STREAMPOOL_TEST_HELPER_PATH + " " + args + " 2>&1";
+  HelperResult r{-1, {}};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 512> buf;
+  while (std::fgets(buf.data(), buf.size(), p)) r.output += buf.data();
+  int st = pclose(p);
+  if (WIFEXITED(st)) r.status = WEXITSTATUS(st);
+  else if (WIFSIGNALED(st)) r.status = -WTERMSIG(st);
+  return r;
+}
+
+}  // namespace streampool::test
