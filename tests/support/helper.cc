@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -17,25 +18,37 @@ namespace {
 
 Device g_device;
 
+// Buffers that in-flight work may still write at exit stay reachable here (not freed, and not
+// reported as leaks by LeakSanitizer).
+std::mutex g_keep_mu;                                 // guards g_keep
+std::vector<Work*>* g_keep = new std::vector<Work*>;  // never destroyed
+
+Work* kept_work(std::size_t n) {
+  auto* w = new Work(g_device, n);
+  std::lock_guard<std::mutex> lock(g_keep_mu);
+  g_keep->push_back(w);
+  return w;
+}
+
 int busy() {
   // Threads leave their streams full of work; main returns without waiting for any of it.
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([t] {
-      auto* w = new Work(g_device, 1 << 16);  // leaked on purpose: work may still be in flight at exit
+      auto* w = kept_work(1 << 16);
       Stream s = current_stream(g_device);
       for (int i = 0; i < 20; ++i) w->submit(s, test::unique_scale(t, i));
     });
   }
   for (auto& th : threads) th.join();
-  auto* w = new Work(g_device, 1 << 16);
+  auto* w = kept_work(1 << 16);
   Stream s = current_stream(g_device);
   for (int i = 0; i < 20; ++i) w->submit(s, test::unique_scale(99, i));
   return 0;
 }
 
 int atexit_sync() {
-  static Work* w = new Work(g_device, 1 << 16);
+  static Work* w = kept_work(1 << 16);
   std::atexit([] {
     synchronize(g_device);
     Stream s = current_stream(g_device);
@@ -44,7 +57,7 @@ int atexit_sync() {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([t] {
-      auto* mine = new Work(g_device, 1 << 16);
+      auto* mine = kept_work(1 << 16);
       Stream s = current_stream(g_device);
       for (int i = 0; i < 10; ++i) mine->submit(s, test::unique_scale(t, i));
     });
@@ -59,7 +72,7 @@ int midwork() {
   for (int t = 0; t < 8; ++t) {
     std::thread([t] {
       try {
-        auto* w = new Work(g_device, 1 << 14);
+        auto* w = kept_work(1 << 14);
         for (int i = 0;; ++i) {
           if (w->run_once(test::unique_scale(t, i % 500)) != 0) std::_Exit(9);
         }
