@@ -1,6 +1,7 @@
 #include "support/work.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -64,10 +65,24 @@ std::size_t Work::run_once(float scale) {
   return check(s, scale);
 }
 
-const char* helper_path() { return STREAMPOOL_TEST_HELPER_PATH; }
+const char* helper_path() {
+  // Beside the running test binary, so a build tree still works after it moved (it travels to
+  // the GPU machine); the configured path is the fallback.
+  static const std::string path = [] {
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n > 0) {
+      std::string exe(buf, static_cast<std::size_t>(n));
+      std::string candidate = exe.substr(0, exe.rfind('/') + 1) + "streampool_test_helper";
+      if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    return std::string(STREAMPOOL_TEST_HELPER_PATH);
+  }();
+  return path.c_str();
+}
 
 HelperResult run_helper(const std::string& args, const std::string& env) {
-  std::string cmd = (env.empty() ? "" : "env " + env + " ") + STREAMPOOL_TEST_HELPER_PATH + " " + args + " 2>&1";
+  std::string cmd = (env.empty() ? "" : "env " + env + " ") + helper_path() + " " + args + " 2>&1";
   HelperResult r{-1, {}};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
