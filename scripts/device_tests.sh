@@ -17,6 +17,6 @@ for t in unit stress; do
 done
 "$B/tests/streampool_unit_tests" --gtest_filter='*cpu*:-*cuda*' >"$OUT/unit_cpu.log" 2>&1 || status=1
 "$B/tests/streampool_stress_tests" --gtest_filter='*cpu*:-*cuda*' >"$OUT/stress_cpu.log" 2>&1 || status=1
-tail -3 "$OUT/unit_cpu.log" "$OUT/stress_cpu.log"
+tail -n 3 "$OUT/unit_cpu.log" "$OUT/stress_cpu.log"
 echo "device tests status=$status"
 exit $status

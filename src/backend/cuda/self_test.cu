@@ -6,7 +6,8 @@ namespace streampool::detail {
 namespace {
 __global__ void affine_iota(float* out, int n, float scale, float shift) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = static_cast<float>(i) * scale + shift;
+  // Two roundings, no fused multiply-add: bit-identical to the host's `i * scale + shift`.
+  if (i < n) out[i] = __fadd_rn(__fmul_rn(static_cast<float>(i), scale), shift);
 }
 }  // namespace
 
