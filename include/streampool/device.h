@@ -23,7 +23,9 @@ struct Device {
   static Device parse(std::string_view text);
 
   std::string str() const;  // "cpu", "cuda:1"
-  friend constexpr bool operator==(const Device&, const Device&) = default;
+  // Spelled out (not defaulted) so CUDA sources, compiled as C++17, can include this header.
+  friend constexpr bool operator==(const Device& a, const Device& b) { return a.kind == b.kind && a.index == b.index; }
+  friend constexpr bool operator!=(const Device& a, const Device& b) { return !(a == b); }
 };
 
 std::ostream& operator<<(std::ostream& os, const Device& d);

@@ -42,6 +42,19 @@ class PoolExhaustedError : public Error {
   using Error::Error;
 };
 
+// The caching allocator could not satisfy a request even after freeing its cache; the message
+// gives the request, the device's total and free memory, the limit, and what the allocator holds.
+class OutOfMemoryError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A file (safetensors, ...) is malformed; the message says where and why.
+class FormatError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A CUDA runtime call failed; names the call and the device.
 class CudaError : public Error {
  public:

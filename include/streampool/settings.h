@@ -2,6 +2,7 @@
 // Environment settings (STREAMPOOL_*), read once at first use. A bad value throws ConfigError
 // naming the variable, at every use until it is fixed.
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -9,9 +10,19 @@
 
 namespace streampool {
 
+// A memory cap: absolute bytes, or a fraction of the device's total memory.
+struct MemoryLimitSetting {
+  bool set = false;
+  bool is_fraction = false;
+  std::size_t bytes = 0;
+  double fraction = 0;  // in (0, 1]
+};
+
 struct Settings {
   int streams_per_device = 32;            // STREAMPOOL_STREAMS_PER_DEVICE, 1..1024
   PoolExhaustedSetting pool_exhausted;    // STREAMPOOL_POOL_EXHAUSTED: share | wait | wait:MS | error
+  MemoryLimitSetting memory_limit;        // STREAMPOOL_MEMORY_LIMIT: "8GiB", "512MB", "90%"
+  bool no_caching = false;                // STREAMPOOL_NO_CACHING=1: every allocation goes to the device
 };
 
 const Settings& settings();
@@ -28,5 +39,10 @@ std::vector<SettingReport> settings_report();
 // Parses a STREAMPOOL_POOL_EXHAUSTED value; throws ConfigError.
 PoolExhaustedSetting parse_pool_exhausted(const std::string& text);
 std::string to_string(const PoolExhaustedSetting& setting);
+// Parses a STREAMPOOL_MEMORY_LIMIT value ("8GiB", "8GB", "512MiB", "1048576", "90%"); throws ConfigError.
+MemoryLimitSetting parse_memory_limit(const std::string& text);
+std::string to_string(const MemoryLimitSetting& setting);
+// "1.50 GiB"
+std::string format_bytes(std::size_t bytes);
 
 }  // namespace streampool

@@ -37,7 +37,8 @@ class Stream {
   void* native_handle() const;
 
   std::string str() const;  // "cuda:0/stream3"
-  friend constexpr bool operator==(const Stream&, const Stream&) = default;
+  friend constexpr bool operator==(const Stream& a, const Stream& b) { return a.device_ == b.device_ && a.id_ == b.id_; }
+  friend constexpr bool operator!=(const Stream& a, const Stream& b) { return !(a == b); }
 
  private:
   Device device_;

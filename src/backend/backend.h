@@ -77,8 +77,10 @@ class Backend {
   virtual int device_count() = 0;
   virtual std::unique_ptr<StreamImpl> create_stream(const Stream& stream) = 0;
   virtual std::unique_ptr<EventImpl> create_event(const Device& device, bool enable_timing) = 0;
-  // Raw device memory, synchronous; the caching allocator sits above this.
+  // Raw device memory, synchronous; the caching allocator sits above this. allocate throws on
+  // any failure; try_allocate returns nullptr when the device is out of memory.
   virtual void* allocate(const Device& device, std::size_t bytes) = 0;
+  virtual void* try_allocate(const Device& device, std::size_t bytes) = 0;
   virtual void deallocate(const Device& device, void* ptr) = 0;
   // Asynchronous copy in `stream` order; either side may be host memory.
   virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& stream) = 0;

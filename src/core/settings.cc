@@ -1,6 +1,8 @@
 #include "streampool/settings.h"
 
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <mutex>
@@ -12,6 +14,8 @@ namespace {
 
 constexpr const char* kStreamsVar = "STREAMPOOL_STREAMS_PER_DEVICE";
 constexpr const char* kExhaustedVar = "STREAMPOOL_POOL_EXHAUSTED";
+constexpr const char* kMemoryLimitVar = "STREAMPOOL_MEMORY_LIMIT";
+constexpr const char* kNoCachingVar = "STREAMPOOL_NO_CACHING";
 
 const char* env(const char* name) {
   const char* v = std::getenv(name);
@@ -37,6 +41,15 @@ Settings load() {
     s.streams_per_device = static_cast<int>(n);
   }
   if (const char* v = env(kExhaustedVar)) s.pool_exhausted = parse_pool_exhausted(v);
+  if (const char* v = env(kMemoryLimitVar)) s.memory_limit = parse_memory_limit(v);
+  if (const char* v = env(kNoCachingVar)) {
+    std::string t(v);
+    if (t == "1" || t == "true") {
+      s.no_caching = true;
+    } else if (t != "0" && t != "false") {
+      throw ConfigError(std::string(kNoCachingVar) + "='" + t + "' is not one of: 0, 1, false, true");
+    }
+  }
   return s;
 }
 
@@ -74,6 +87,66 @@ std::string to_string(const PoolExhaustedSetting& s) {
   return "?";
 }
 
+MemoryLimitSetting parse_memory_limit(const std::string& text) {
+  auto bad = [&] {
+    return ConfigError(std::string(kMemoryLimitVar) + "='" + text +
+                       "' is not a size (e.g. 8GiB, 512MB, 1048576) or a percentage of device memory (e.g. 90%)");
+  };
+  MemoryLimitSetting out;
+  out.set = true;
+  std::size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
+  if (i == 0 || text.find('.') != text.rfind('.')) throw bad();
+  double number = std::stod(text.substr(0, i));
+  std::string unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (unit == "%") {
+    if (!(number > 0 && number <= 100)) throw bad();
+    out.is_fraction = true;
+    out.fraction = number / 100.0;
+    return out;
+  }
+  double scale = 0;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "kb" || unit == "k") scale = 1e3;
+  else if (unit == "mb" || unit == "m") scale = 1e6;
+  else if (unit == "gb" || unit == "g") scale = 1e9;
+  else if (unit == "tb" || unit == "t") scale = 1e12;
+  else if (unit == "kib") scale = 1024.0;
+  else if (unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else throw bad();
+  double bytes = number * scale;
+  if (!(bytes >= 1) || bytes > 1e18) throw bad();
+  out.bytes = static_cast<std::size_t>(bytes);
+  return out;
+}
+
+std::string format_bytes(std::size_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", v, units[u]);
+  return buf;
+}
+
+std::string to_string(const MemoryLimitSetting& s) {
+  if (!s.set) return "none";
+  if (s.is_fraction) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g%%", s.fraction * 100);
+    return buf;
+  }
+  return format_bytes(s.bytes);
+}
+
 const Settings& settings() {
   // Read once; a bad value throws here at every call (call_once retries after a throw), so the
   // error reaches each caller rather than a default silently taking its place.
@@ -90,6 +163,10 @@ std::vector<SettingReport> settings_report() {
        "streams per device: the default stream plus the pool (1..1024)"},
       {kExhaustedVar, to_string(pool_exhausted_policy()), env(kExhaustedVar) != nullptr,
        "when every pool stream is leased: share | wait | wait:MS | error"},
+      {kMemoryLimitVar, to_string(s.memory_limit), env(kMemoryLimitVar) != nullptr,
+       "cap on memory the allocator reserves per device: size (8GiB, 512MB) or percentage (90%)"},
+      {kNoCachingVar, s.no_caching ? "1" : "0", env(kNoCachingVar) != nullptr,
+       "1: bypass the caching allocator (every allocation and free goes to the device)"},
   };
 }
 

@@ -210,12 +210,17 @@ class CpuBackend final : public Backend {
     return std::make_unique<CpuEvent>(d, timing);
   }
 
-  void* allocate(const Device&, std::size_t bytes) override {
-    constexpr std::size_t kAlign = 64;  // a cache line; also enough for any SIMD load
-    std::size_t rounded = (std::max<std::size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;
-    void* p = std::aligned_alloc(kAlign, rounded);
+  void* allocate(const Device& d, std::size_t bytes) override {
+    void* p = try_allocate(d, bytes);
     if (!p) throw Error("cpu: allocation of " + std::to_string(bytes) + " bytes failed");
     return p;
+  }
+
+  void* try_allocate(const Device&, std::size_t bytes) override {
+    constexpr std::size_t kAlign = 64;  // a cache line; also enough for any SIMD load
+    std::size_t rounded = (std::max<std::size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;
+    if (rounded < bytes) return nullptr;  // overflow
+    return std::aligned_alloc(kAlign, rounded);
   }
 
   void deallocate(const Device&, void* p) override { std::free(p); }

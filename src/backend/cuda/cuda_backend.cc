@@ -219,6 +219,18 @@ class CudaBackend final : public Backend {
     return p;
   }
 
+  void* try_allocate(const Device& d, std::size_t bytes) override {
+    CudaDeviceGuard guard(d.index);
+    void* p = nullptr;
+    cudaError_t st = cudaMalloc(&p, bytes);
+    if (st == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // not sticky: clear it so later calls do not see it
+      return nullptr;
+    }
+    if (st != cudaSuccess) throw_cuda("cudaMalloc", st, d.str() + " (" + std::to_string(bytes) + " bytes)");
+    return p;
+  }
+
   void deallocate(const Device& d, void* p) override {
     CudaDeviceGuard guard(d.index);
     STREAMPOOL_CUDA_CHECK(cudaFree(p), d.str());

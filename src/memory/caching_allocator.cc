@@ -1,0 +1,427 @@
+// The caching allocator (include/streampool/allocator.h).
+//
+// Note [Allocator locking]
+// Each device has its own DeviceAllocator with one mutex guarding its pools, pending frees,
+// blocks and statistics. Threads on different devices never contend; threads on one device
+// hold the lock only for the bookkeeping of one allocate or free (a few set operations), plus
+// the rare raw device allocation on a cache miss. Events recorded for record_stream are
+// created and queried under the lock: recording takes only the stream's own queue lock, and no
+// stream worker ever takes an allocator lock while holding its queue lock, so no cycle exists.
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "core/runtime.h"
+#include "streampool/allocator.h"
+#include "streampool/error.h"
+#include "streampool/settings.h"
+#include "streampool/stream_pool.h"
+
+namespace streampool {
+namespace detail {
+
+struct Pool;
+
+struct Block {
+  void* ptr = nullptr;
+  std::size_t size = 0;       // bytes this block spans
+  std::uint32_t stream_id = 0;  // allocation stream: reuse only in its order
+  bool allocated = false;
+  int pending_events = 0;     // events still to complete before the block is free again
+  Block* prev = nullptr;      // neighbours inside one device segment (split / merge)
+  Block* next = nullptr;
+  Pool* pool = nullptr;
+  std::vector<std::uint32_t> stream_uses;  // record_stream streams other than stream_id
+};
+
+struct BlockLess {
+  bool operator()(const Block* a, const Block* b) const {
+    if (a->stream_id != b->stream_id) return a->stream_id < b->stream_id;
+    if (a->size != b->size) return a->size < b->size;
+    return reinterpret_cast<std::uintptr_t>(a->ptr) < reinterpret_cast<std::uintptr_t>(b->ptr);
+  }
+};
+
+struct Pool {
+  bool small = false;
+  std::set<Block*, BlockLess> free_blocks;
+};
+
+namespace {
+
+constexpr std::size_t kRound = 512;                 // every size is a multiple of this
+constexpr std::size_t kSmallSize = 1 << 20;         // requests up to 1 MiB use the small pool
+constexpr std::size_t kSmallSegment = 2 << 20;      // small pool segments are 2 MiB
+constexpr std::size_t kLargeSegment = 20 << 20;     // 1..10 MiB requests share 20 MiB segments
+constexpr std::size_t kMinLargeAlloc = 10 << 20;
+constexpr std::size_t kLargeRound = 2 << 20;        // larger requests round up to 2 MiB
+
+std::size_t round_size(std::size_t bytes) {
+  return bytes < kRound ? kRound : (bytes + kRound - 1) / kRound * kRound;
+}
+
+std::size_t segment_size(std::size_t size) {
+  if (size <= kSmallSize) return kSmallSegment;
+  if (size < kMinLargeAlloc) return kLargeSegment;
+  return (size + kLargeRound - 1) / kLargeRound * kLargeRound;
+}
+
+}  // namespace
+
+class DeviceAllocator {
+ public:
+  explicit DeviceAllocator(DevicePool& pool) : device_(pool.device), pool_(pool) {
+    small_.small = true;
+    const Settings& s = settings();
+    no_caching_ = s.no_caching;
+    if (s.memory_limit.set) {
+      limit_ = s.memory_limit.is_fraction
+                   ? static_cast<std::size_t>(s.memory_limit.fraction *
+                                              static_cast<double>(pool.backend.properties(device_.index).total_memory))
+                   : s.memory_limit.bytes;
+    }
+  }
+
+  Block* allocate(std::size_t bytes, std::uint32_t stream_id) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (bytes > (std::size_t{1} << 50)) {
+      ++stats_.ooms;
+      oom_throw(bytes, bytes, stream_id, "The request exceeds any device's memory");
+    }
+    const std::size_t size = round_size(bytes);
+    process_events();
+    Block* block = no_caching_ ? nullptr : take_free_block(size, stream_id);
+    if (!block) block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
+    if (!no_caching_) block = split(block, size);
+    block->allocated = true;
+    stats_.allocated_bytes += block->size;
+    stats_.allocated_peak = std::max(stats_.allocated_peak, stats_.allocated_bytes);
+    ++stats_.allocations;
+    return block;
+  }
+
+  void free(Block* block) {
+    std::lock_guard<std::mutex> lock(mu_);
+    block->allocated = false;
+    stats_.allocated_bytes -= block->size;
+    ++stats_.frees;
+    if (block->stream_uses.empty() && !no_caching_) {
+      release_to_pool(block);
+      return;
+    }
+    // Note [Stream-ordered reuse]: wait for the users' work submitted until now. Without
+    // caching the memory goes back to the device, which any stream may then reuse, so the
+    // allocating stream's own work must finish first too.
+    std::vector<std::uint32_t> users = std::move(block->stream_uses);
+    block->stream_uses.clear();
+    if (no_caching_) users.push_back(block->stream_id);
+    for (std::uint32_t id : users) {
+      std::shared_ptr<EventImpl> event = pool_.backend.create_event(device_, false);
+      event->record(pool_.impl(id));
+      pending_.push_back({std::move(event), block});
+      ++block->pending_events;
+    }
+    ++stats_.pending_frees;
+  }
+
+  void record_stream(Block* block, std::uint32_t stream_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stream_id == block->stream_id) return;
+    if (std::find(block->stream_uses.begin(), block->stream_uses.end(), stream_id) == block->stream_uses.end()) {
+      block->stream_uses.push_back(stream_id);
+    }
+  }
+
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    process_events();
+    release_cached();
+  }
+
+  MemoryStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    MemoryStats s = stats_;
+    s.limit_bytes = limit_;
+    return s;
+  }
+
+  void reset_peaks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.allocated_peak = stats_.allocated_bytes;
+    stats_.reserved_peak = stats_.reserved_bytes;
+  }
+
+  void set_limit(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = bytes;
+  }
+  std::size_t limit() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return limit_;
+  }
+
+ private:
+  struct Pending {
+    std::shared_ptr<EventImpl> event;  // shared: a waiter may hold it while the lock is released
+    Block* block;
+  };
+
+  Pool& pool_for(std::size_t size) { return size <= kSmallSize ? small_ : large_; }
+
+  Block* take_free_block(std::size_t size, std::uint32_t stream_id) {
+    Pool& pool = pool_for(size);
+    Block key;
+    key.stream_id = stream_id;
+    key.size = size;
+    auto it = pool.free_blocks.lower_bound(&key);
+    if (it == pool.free_blocks.end() || (*it)->stream_id != stream_id) return nullptr;
+    Block* b = *it;
+    // A large cached block is not carved up for a much smaller request: that would pin the
+    // whole segment for a small tensor.
+    if (!pool.small && b->size >= kMinLargeAlloc && b->size > 2 * size) return nullptr;
+    pool.free_blocks.erase(it);
+    return b;
+  }
+
+  // Asks the device for a segment, climbing the out-of-memory ladder if it must.
+  Block* new_segment(std::unique_lock<std::mutex>& lock, std::size_t seg, std::size_t requested, std::size_t size,
+                     std::uint32_t stream_id) {
+    void* ptr = raw_allocate(seg);
+    if (!ptr) {
+      ++stats_.retries;
+      release_cached();  // rung 1: give the cache back to the device
+      ptr = raw_allocate(seg);
+    }
+    if (!ptr && !pending_.empty()) {
+      // Rung 2: wait for frees held by other streams' events. The lock is released while
+      // waiting: the work being waited for may itself free memory.
+      std::vector<std::shared_ptr<EventImpl>> waits;
+      for (auto& p : pending_) waits.push_back(p.event);
+      lock.unlock();
+      for (auto& e : waits) {
+        try {
+          e->synchronize();
+        } catch (const std::exception&) {
+          // The stream's owner learns of its failure at its own synchronize.
+        }
+      }
+      lock.lock();
+      process_events();
+      release_cached();
+      ptr = raw_allocate(seg);
+    }
+    if (!ptr && seg > size) ptr = raw_allocate(seg = size);  // rung 3: no slack
+    if (!ptr) {
+      ++stats_.ooms;
+      oom_throw(requested, size, stream_id, nullptr);
+    }
+    ++stats_.device_allocations;
+    stats_.reserved_bytes += seg;
+    stats_.reserved_peak = std::max(stats_.reserved_peak, stats_.reserved_bytes);
+    auto* b = new Block;
+    b->ptr = ptr;
+    b->size = seg;
+    b->stream_id = stream_id;
+    b->pool = &pool_for(size);  // a small request's 2 MiB segment serves the small pool
+    return b;
+  }
+
+  void* raw_allocate(std::size_t bytes) {
+    if (limit_ != 0 && stats_.reserved_bytes + bytes > limit_) return nullptr;
+    return pool_.backend.try_allocate(device_, bytes);
+  }
+
+  Block* split(Block* b, std::size_t size) {
+    const std::size_t rest = b->size - size;
+    const bool worth = b->pool->small ? rest >= kRound : rest > kSmallSize;
+    if (!worth) return b;
+    auto* tail = new Block;
+    tail->ptr = static_cast<char*>(b->ptr) + size;
+    tail->size = rest;
+    tail->stream_id = b->stream_id;
+    tail->pool = b->pool;
+    tail->prev = b;
+    tail->next = b->next;
+    if (b->next) b->next->prev = tail;
+    b->next = tail;
+    b->size = size;
+    b->pool->free_blocks.insert(tail);
+    return b;
+  }
+
+  // A block that is free for reuse: merge it with free neighbours, then cache or release it.
+  void release_to_pool(Block* b) {
+    if (no_caching_) {
+      stats_.reserved_bytes -= b->size;
+      pool_.backend.deallocate(device_, b->ptr);
+      delete b;
+      return;
+    }
+    for (Block* n : {b->prev, b->next}) {
+      if (!n || n->allocated || n->pending_events > 0) continue;
+      b->pool->free_blocks.erase(n);
+      if (n == b->prev) {
+        b->ptr = n->ptr;
+        b->prev = n->prev;
+        if (b->prev) b->prev->next = b;
+      } else {
+        b->next = n->next;
+        if (b->next) b->next->prev = b;
+      }
+      b->size += n->size;
+      delete n;
+    }
+    b->pool->free_blocks.insert(b);
+  }
+
+  void process_events() {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      bool done = false;
+      try {
+        done = it->event->query();
+      } catch (const std::exception&) {
+        // A stream failure does not keep memory hostage: the user learns of it at their own
+        // synchronize; the block's users have finished or died either way.
+        done = true;
+      }
+      if (!done) {
+        ++it;
+        continue;
+      }
+      Block* b = it->block;
+      it = pending_.erase(it);
+      if (--b->pending_events == 0) {
+        --stats_.pending_frees;
+        release_to_pool(b);
+      }
+    }
+  }
+
+  // Returns whole free segments (no split neighbours) to the device.
+  void release_cached() {
+    for (Pool* pool : {&small_, &large_}) {
+      for (auto it = pool->free_blocks.begin(); it != pool->free_blocks.end();) {
+        Block* b = *it;
+        if (b->prev || b->next) {
+          ++it;
+          continue;
+        }
+        it = pool->free_blocks.erase(it);
+        stats_.reserved_bytes -= b->size;
+        pool_.backend.deallocate(device_, b->ptr);
+        delete b;
+      }
+    }
+  }
+
+  [[noreturn]] void oom_throw(std::size_t requested, std::size_t rounded, std::uint32_t stream_id, const char* why) {
+    std::ostringstream msg;
+    msg << device_.str() << " out of memory: tried to allocate " << format_bytes(requested);
+    if (rounded != requested) msg << " (" << format_bytes(rounded) << " rounded)";
+    msg << " on " << Stream(device_, stream_id).str() << ". ";
+    if (why) msg << why << ". ";
+    try {
+      DeviceProperties p = pool_.backend.properties(device_.index);
+      msg << "Device total " << format_bytes(p.total_memory) << ", free " << format_bytes(p.free_memory) << "; ";
+    } catch (const std::exception&) {
+    }
+    msg << "limit " << (limit_ ? format_bytes(limit_) + " (STREAMPOOL_MEMORY_LIMIT / set_memory_limit)" : "none")
+        << "; this allocator holds " << format_bytes(stats_.allocated_bytes) << " allocated and "
+        << format_bytes(stats_.reserved_bytes) << " reserved ("
+        << format_bytes(stats_.reserved_bytes - std::min(stats_.reserved_bytes, stats_.allocated_bytes))
+        << " cached or fragmented).";
+    throw OutOfMemoryError(msg.str());
+  }
+
+  const Device device_;
+  DevicePool& pool_;
+  std::mutex mu_;  // guards everything below: Note [Allocator locking]
+  Pool small_, large_;
+  std::deque<Pending> pending_;
+  MemoryStats stats_;
+  std::size_t limit_ = 0;
+  bool no_caching_ = false;  // fixed at construction
+};
+
+namespace {
+
+DeviceAllocator& allocator_for(const Device& device) {
+  DevicePool& pool = device_pool(device);
+  // One per device, created on first use, never destroyed (Note [Process lifetime]).
+  static std::mutex create_mu;  // guards slots during creation only
+  static auto* slots = new std::atomic<DeviceAllocator*>[kNumDeviceKinds * kMaxDevicesPerKind]();
+  auto& slot = slots[static_cast<int>(device.kind) * kMaxDevicesPerKind + device.index];
+  if (DeviceAllocator* a = slot.load(std::memory_order_acquire)) return *a;
+  std::lock_guard<std::mutex> lock(create_mu);
+  if (DeviceAllocator* a = slot.load(std::memory_order_acquire)) return *a;
+  auto* a = new DeviceAllocator(pool);
+  slot.store(a, std::memory_order_release);
+  return *a;
+}
+
+}  // namespace
+}  // namespace detail
+
+DataPtr allocate(const Device& device, std::size_t bytes, const Stream* stream) {
+  detail::DeviceAllocator& a = detail::allocator_for(device);
+  Stream s = stream ? *stream : current_stream(device);
+  if (s.device() != device) {
+    throw InvalidArgument("allocate: stream " + s.str() + " is not on " + device.str());
+  }
+  DataPtr out;
+  out.block_ = a.allocate(bytes, s.id());
+  out.ptr_ = out.block_->ptr;
+  out.size_ = bytes;
+  out.device_ = device;
+  out.stream_id_ = s.id();
+  return out;
+}
+
+DataPtr::~DataPtr() {
+  if (!block_) return;
+  try {
+    detail::allocator_for(device_).free(block_);
+  } catch (...) {
+    // Only in a forked child (ForkedChildError) or with a broken device: the memory belongs to
+    // a state that no longer works, and a destructor must not throw.
+  }
+}
+
+DataPtr::DataPtr(DataPtr&& o) noexcept
+    : ptr_(std::exchange(o.ptr_, nullptr)), size_(std::exchange(o.size_, 0)), device_(o.device_),
+      stream_id_(o.stream_id_), block_(std::exchange(o.block_, nullptr)) {}
+
+DataPtr& DataPtr::operator=(DataPtr&& o) noexcept {
+  if (this != &o) {
+    DataPtr tmp(std::move(*this));
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    device_ = o.device_;
+    stream_id_ = o.stream_id_;
+    block_ = std::exchange(o.block_, nullptr);
+  }
+  return *this;
+}
+
+void record_stream(const DataPtr& ptr, const Stream& stream) {
+  if (!ptr.block_) throw InvalidArgument("record_stream: empty DataPtr");
+  if (stream.device() != ptr.device_) {
+    throw InvalidArgument("record_stream: memory on " + ptr.device_.str() + " cannot be used by " + stream.str());
+  }
+  (void)detail::stream_impl(stream);  // validates the stream id
+  detail::allocator_for(ptr.device_).record_stream(ptr.block_, stream.id());
+}
+
+MemoryStats memory_stats(const Device& device) { return detail::allocator_for(device).stats(); }
+void reset_peak_stats(const Device& device) { detail::allocator_for(device).reset_peaks(); }
+void empty_cache(const Device& device) { detail::allocator_for(device).empty_cache(); }
+void set_memory_limit(const Device& device, std::size_t bytes) { detail::allocator_for(device).set_limit(bytes); }
+std::size_t memory_limit(const Device& device) { return detail::allocator_for(device).limit(); }
+
+}  // namespace streampool
