@@ -7,5 +7,7 @@ namespace streampool::tools {
 
 // Adds `diag`; the callback stores the exit status in `*exit_code`.
 void add_diag_command(CLI::App& app, int* exit_code);
+// Adds `inspect FILE`.
+void add_inspect_command(CLI::App& app, int* exit_code);
 
 }  // namespace streampool::tools

@@ -9,3 +9,7 @@
 #include "streampool/stream_guard.h"
 #include "streampool/stream_pool.h"
 #include "streampool/version.h"
+#include "streampool/allocator.h"
+#include "streampool/dtype.h"
+#include "streampool/safetensors.h"
+#include "streampool/tensor.h"

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "streampool/allocator.h"
@@ -76,9 +77,15 @@ class Tensor {
   template <typename T>
   std::vector<T> to_vector() const {
     check_dtype(dtype_of<T>(), "to_vector<T>()");
-    std::vector<T> out(static_cast<std::size_t>(numel()));
-    copy_to_host(out.data(), out.size() * sizeof(T));
-    return out;
+    if constexpr (std::is_same_v<T, bool>) {  // vector<bool> packs bits: go through bytes
+      std::vector<std::uint8_t> raw(static_cast<std::size_t>(numel()));
+      copy_to_host(raw.data(), raw.size());
+      return std::vector<bool>(raw.begin(), raw.end());
+    } else {
+      std::vector<T> out(static_cast<std::size_t>(numel()));
+      copy_to_host(out.data(), out.size() * sizeof(T));
+      return out;
+    }
   }
   // Any dtype, converted to float on the host.
   std::vector<float> to_float_vector() const;
@@ -106,7 +113,12 @@ Tensor full(const Shape& shape, double value, DType dtype, const Device& device)
 Tensor from_host(const void* data, std::size_t bytes, const Shape& shape, DType dtype, const Device& device);
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, const Device& device) {
-  return from_host(values.data(), values.size() * sizeof(T), shape, dtype_of<T>(), device);
+  if constexpr (std::is_same_v<T, bool>) {
+    std::vector<std::uint8_t> raw(values.begin(), values.end());
+    return from_host(raw.data(), raw.size(), shape, DType::boolean, device);
+  } else {
+    return from_host(values.data(), values.size() * sizeof(T), shape, dtype_of<T>(), device);
+  }
 }
 // Uniform in [low, high) or normal(mean, std), from a seed: the same values on every device.
 Tensor rand(const Shape& shape, DType dtype, const Device& device, std::uint64_t seed, double low = 0.0,

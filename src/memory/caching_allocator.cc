@@ -139,9 +139,9 @@ class DeviceAllocator {
   }
 
   void empty_cache() {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     process_events();
-    release_cached();
+    release_cached(lock);
   }
 
   MemoryStats stats() {
@@ -182,9 +182,6 @@ class DeviceAllocator {
     auto it = pool.free_blocks.lower_bound(&key);
     if (it == pool.free_blocks.end() || (*it)->stream_id != stream_id) return nullptr;
     Block* b = *it;
-    // A large cached block is not carved up for a much smaller request: that would pin the
-    // whole segment for a small tensor.
-    if (!pool.small && b->size >= kMinLargeAlloc && b->size > 2 * size) return nullptr;
     pool.free_blocks.erase(it);
     return b;
   }
@@ -195,7 +192,7 @@ class DeviceAllocator {
     void* ptr = raw_allocate(seg);
     if (!ptr) {
       ++stats_.retries;
-      release_cached();  // rung 1: give the cache back to the device
+      release_cached(lock);  // rung 1: give the cache back to the device
       ptr = raw_allocate(seg);
     }
     if (!ptr && !pending_.empty()) {
@@ -213,7 +210,7 @@ class DeviceAllocator {
       }
       lock.lock();
       process_events();
-      release_cached();
+      release_cached(lock);
       ptr = raw_allocate(seg);
     }
     if (!ptr && seg > size) ptr = raw_allocate(seg = size);  // rung 3: no slack
@@ -303,8 +300,12 @@ class DeviceAllocator {
     }
   }
 
-  // Returns whole free segments (no split neighbours) to the device.
-  void release_cached() {
+  // Returns whole free segments (no split neighbours) to the device. A cached block may still
+  // be in use by work of its stream queued before its free (reuse on that stream is ordered,
+  // but the device is not), so each such stream is waited for first, with the lock released.
+  void release_cached(std::unique_lock<std::mutex>& lock) {
+    std::vector<Block*> victims;
+    std::vector<std::uint32_t> streams;
     for (Pool* pool : {&small_, &large_}) {
       for (auto it = pool->free_blocks.begin(); it != pool->free_blocks.end();) {
         Block* b = *it;
@@ -314,10 +315,29 @@ class DeviceAllocator {
         }
         it = pool->free_blocks.erase(it);
         stats_.reserved_bytes -= b->size;
-        pool_.backend.deallocate(device_, b->ptr);
-        delete b;
+        victims.push_back(b);
+        if (std::find(streams.begin(), streams.end(), b->stream_id) == streams.end()) streams.push_back(b->stream_id);
       }
     }
+    if (victims.empty()) return;
+    std::vector<std::unique_ptr<EventImpl>> marks;
+    for (std::uint32_t id : streams) {
+      marks.push_back(pool_.backend.create_event(device_, false));
+      marks.back()->record(pool_.impl(id));
+    }
+    lock.unlock();
+    for (auto& m : marks) {
+      try {
+        m->synchronize();
+      } catch (const std::exception&) {
+        // The stream's failure reaches its owner at their synchronize; its work is over.
+      }
+    }
+    for (Block* b : victims) {
+      pool_.backend.deallocate(device_, b->ptr);
+      delete b;
+    }
+    lock.lock();
   }
 
   [[noreturn]] void oom_throw(std::size_t requested, std::size_t rounded, std::uint32_t stream_id, const char* why) {

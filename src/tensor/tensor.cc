@@ -99,8 +99,9 @@ void copy_same_device(const TensorImpl& dst, const TensorImpl& src) {
   detail::StridedCopy c = describe(dst, src);
   if (c.numel == 0) return;
   if (dst.device.kind == DeviceKind::cpu) {
-    // The task holds both storages so that neither is freed before it runs.
-    s.enqueue_host("copy", [c, keep_src = src.storage, keep_dst = dst.storage] { detail::cpu_copy_strided(c); });
+    // No reference to the storages is kept: as on a GPU, memory freed while queued work still
+    // uses it is protected by stream order and record_stream (Note [Stream-ordered reuse]).
+    s.enqueue_host("copy", [c] { detail::cpu_copy_strided(c); });
     return;
   }
 #ifdef STREAMPOOL_WITH_CUDA
@@ -288,10 +289,6 @@ void Tensor::copy_from(const Tensor& src) {
       if (nbytes() == 0) return;
       detail::StreamImpl& st = current_impl(d.device);
       detail::device_pool(d.device).backend.copy_async(data_ptr(), src.data_ptr(), nbytes(), st);
-      if (d.device.kind == DeviceKind::cpu) {
-        // Keep both storages alive until the queued memcpy has run.
-        st.enqueue_host("copy_keepalive", [a = d.storage, b = s.storage] {});
-      }
       return;
     }
     copy_same_device(d, s);
@@ -337,7 +334,7 @@ void Tensor::fill_(double value) {
   detail::StreamImpl& s = current_impl(t.device);
   void* p = data_ptr();
   if (t.device.kind == DeviceKind::cpu) {
-    s.enqueue_host("fill", [p, dt = t.dtype, n, value, keep = t.storage] { detail::cpu_fill(p, dt, n, value); });
+    s.enqueue_host("fill", [p, dt = t.dtype, n, value] { detail::cpu_fill(p, dt, n, value); });
     return;
   }
 #ifdef STREAMPOOL_WITH_CUDA
@@ -354,7 +351,6 @@ void Tensor::copy_to_host(void* dst, std::size_t bytes) const {
   Tensor c = contiguous();
   detail::StreamImpl& s = current_impl(device());
   if (bytes > 0) detail::device_pool(device()).backend.copy_async(dst, c.data_ptr(), bytes, s);
-  if (device().kind == DeviceKind::cpu) s.enqueue_host("copy_keepalive", [keep = c.impl().storage] {});
   s.synchronize();
 }
 
@@ -409,7 +405,7 @@ Tensor from_host(const void* data, std::size_t bytes, const Shape& shape, DType 
     // it is free to reuse when we return.
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(data), static_cast<const char*>(data) + need);
     void* dst = t.data_ptr();
-    s.enqueue_host("from_host", [staged, dst, keep = t.impl().storage] { std::memcpy(dst, staged->data(), staged->size()); });
+    s.enqueue_host("from_host", [staged, dst] { std::memcpy(dst, staged->data(), staged->size()); });
   } else {
     // A pageable host-to-device copy returns once the source has been staged.
     detail::device_pool(device).backend.copy_async(t.data_ptr(), data, need, s);

@@ -129,6 +129,30 @@ int main(int argc, char** argv) {
     if (scenario == "atexit") return atexit_sync();
     if (scenario == "midwork") return midwork();
     if (scenario == "exhaust") return exhaust();
+    if (scenario == "nocache") {
+      // STREAMPOOL_NO_CACHING=1: every allocation reaches the device, and memory goes back.
+      for (int i = 0; i < 20; ++i) {
+        Tensor t = full({1000}, i, DType::float32, g_device);
+        if (t.to_vector<float>()[999] != static_cast<float>(i)) return 5;
+      }
+      synchronize(g_device);
+      empty_cache(g_device);
+      MemoryStats s = memory_stats(g_device);
+      std::cout << "allocations=" << s.allocations << " device_allocations=" << s.device_allocations
+                << " reserved=" << s.reserved_bytes << "\n";
+      return s.device_allocations == s.allocations && s.reserved_bytes == 0 ? 0 : 6;
+    }
+    if (scenario == "limit") {
+      if (memory_limit(g_device) != (8u << 20)) return 7;
+      Tensor ok = empty({1 << 20}, DType::float32, g_device);  // 4 MiB fits
+      try {
+        Tensor too_much = empty({2 << 20}, DType::float32, g_device);
+        return 8;
+      } catch (const OutOfMemoryError& e) {
+        std::cout << e.what() << "\n";
+        return 0;
+      }
+    }
     if (scenario == "streams") {
       std::cout << "streams=" << streams_per_device() << "\n";
       return 0;

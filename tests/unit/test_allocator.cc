@@ -1,0 +1,311 @@
+// The caching allocator: OOM recovery in parallel (MPS suite test 14), OOM under pressure,
+// record_stream semantics and the early-reuse hazard (test 10), 31 threads of random sizes,
+// and a steady loop that does not grow.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "support/work.h"
+
+using namespace streampool;
+using namespace std::chrono_literals;
+
+namespace {
+
+class AllocatorTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
+    device = test::device_for(GetParam());
+    synchronize(device);
+    empty_cache(device);
+    baseline = memory_stats(device);
+  }
+  void TearDown() override {
+    if (!test::skip_unless_available(GetParam())) set_memory_limit(device, 0);
+  }
+  // Fills a fresh int32 tensor with `value` on the current stream and checks it on the host.
+  bool op(std::int64_t n, int value) {
+    Tensor t = full({n}, value, DType::int32, device);
+    std::vector<std::int32_t> v = t.to_vector<std::int32_t>();
+    for (std::int32_t x : v)
+      if (x != value) return false;
+    return true;
+  }
+  Device device;
+  MemoryStats baseline;
+};
+
+}  // namespace
+
+TEST_P(AllocatorTest, OomRecoveryParallel) {
+  const std::size_t cap = baseline.reserved_bytes + (64u << 20);
+  set_memory_limit(device, cap);
+  std::atomic<int> ok{0}, bad{0};
+  std::latch start(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 7; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < 50; ++i) {
+        try {
+          (op(16384 + 1024 * (i % 7), t * 1000 + i) ? ok : bad)++;
+        } catch (const std::exception& e) {
+          ++bad;
+          ADD_FAILURE() << e.what();
+        }
+      }
+    });
+  }
+  std::string message;
+  threads.emplace_back([&] {
+    start.arrive_and_wait();
+    try {
+      Tensor huge = empty({static_cast<std::int64_t>(cap)}, DType::float32, device);  // 4x the cap
+      ADD_FAILURE() << "allocation beyond the cap succeeded";
+    } catch (const OutOfMemoryError& e) {
+      message = e.what();
+    }
+  });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok, 350);
+  EXPECT_EQ(bad, 0);
+  EXPECT_NE(message.find("out of memory"), std::string::npos) << message;
+  EXPECT_NE(message.find("tried to allocate"), std::string::npos) << message;
+  EXPECT_NE(message.find("limit"), std::string::npos) << message;
+  EXPECT_NE(message.find("reserved"), std::string::npos) << message;
+  EXPECT_GE(memory_stats(device).ooms, baseline.ooms + 1);
+  synchronize(device);
+  empty_cache(device);
+  EXPECT_EQ(memory_stats(device).reserved_bytes, baseline.reserved_bytes);
+  EXPECT_EQ(memory_stats(device).allocated_bytes, baseline.allocated_bytes);
+}
+
+TEST_P(AllocatorTest, OomUnderPressure) {
+  set_memory_limit(device, baseline.reserved_bytes + (48u << 20));
+  std::vector<Tensor> pressure;
+  for (int i = 0; i < 10; ++i) pressure.push_back(empty({1 << 20}, DType::float32, device));  // 40 MiB held
+  EXPECT_THROW(empty({4 << 20}, DType::float32, device), OutOfMemoryError);
+  std::atomic<int> ok{0}, bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 30; ++i) (op(4096, t * 100 + i) ? ok : bad)++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok, 120);
+  EXPECT_EQ(bad, 0);
+  pressure.clear();
+  EXPECT_NO_THROW(empty({4 << 20}, DType::float32, device));  // the ladder frees the cache
+  synchronize(device);
+  empty_cache(device);
+  EXPECT_EQ(memory_stats(device).reserved_bytes, baseline.reserved_bytes);
+}
+
+TEST_P(AllocatorTest, CrossStreamTensorHandOver) {
+  // Producer thread makes a tensor on its stream; a consumer thread uses it on another.
+  for (int round = 0; round < 10; ++round) {
+    Tensor shared;
+    Stream consumer_stream(device, 0);
+    std::thread([&] { consumer_stream = current_stream(device); }).join();  // a stream nobody holds now
+    std::thread producer([&] {
+      Tensor t = full({8192}, 3.0 + round, DType::float32, device);
+      hand_over(t, consumer_stream);
+      shared = t;
+    });
+    producer.join();
+    std::thread consumer([&] {
+      StreamGuard g(consumer_stream);
+      Tensor doubled = empty({8192}, DType::float32, device);
+      doubled.copy_from(shared);
+      std::vector<float> v = doubled.to_vector<float>();
+      for (float x : v) ASSERT_EQ(x, 3.0f + round);
+    });
+    consumer.join();
+  }
+}
+
+TEST_P(AllocatorTest, EarlyReuseWithoutRecordStreamAndNotWithIt) {
+  Stream a = Stream(device, 1), b = Stream(device, 2);
+  for (bool use_record : {false, true}) {
+    std::atomic<bool> gate{false};
+    void* first_ptr = nullptr;
+    float seen = -1;
+    {
+      StreamGuard ga(a);
+      Tensor x = full({1024}, 7.0, DType::float32, device);
+      first_ptr = x.data_ptr();
+      Event ready;
+      ready.record(a);
+      b.wait(ready);
+      // b reads x only after the gate opens, long after x is dropped on a.
+      b.enqueue_host("gate", [&] {
+        while (!gate) std::this_thread::sleep_for(1ms);
+      });
+      Tensor seen_t = empty({1}, DType::float32, device);
+      {
+        StreamGuard gb(b);
+        seen_t.copy_from(x.slice(0, 0, 1));
+      }
+      if (use_record) x.record_stream(b);
+      x = Tensor();  // freed on a
+      Tensor y = full({1024}, -5.0, DType::float32, device);  // same size, same stream
+      if (use_record) {
+        EXPECT_NE(y.data_ptr(), first_ptr) << "with record_stream the block waits for b";
+      } else {
+        EXPECT_EQ(y.data_ptr(), first_ptr) << "without record_stream a reuses the block at once";
+      }
+      a.synchronize();  // y's fill is done before b reads
+      gate = true;
+      b.synchronize();
+      StreamGuard gb(b);
+      seen = seen_t.to_vector<float>()[0];
+    }
+    if (use_record) {
+      EXPECT_EQ(seen, 7.0f) << "record_stream kept the memory safe";
+    } else {
+      EXPECT_EQ(seen, -5.0f) << "the early-reuse hazard is real";
+    }
+  }
+}
+
+TEST_P(AllocatorTest, RecordStreamSemantics) {
+  Stream a(device, 3);
+  StreamGuard ga(a);
+  // Same stream: a no-op, the free is immediate.
+  {
+    Tensor t = empty({256}, DType::float32, device);
+    t.record_stream(a);
+  }
+  EXPECT_EQ(memory_stats(device).pending_frees, 0u);
+  // Eight threads, each on its own stream, record one tensor; one of them is held back.
+  Tensor t = full({4096}, 1.0, DType::float32, device);
+  void* ptr = t.data_ptr();
+  hand_over(t, Stream(device, 4));
+  std::atomic<bool> gate{false};
+  std::vector<Stream> users;
+  std::vector<std::thread> threads;
+  std::mutex users_mu;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      Stream s = current_stream(device);
+      if (i == 0) s.enqueue_host("hold", [&] {
+        while (!gate) std::this_thread::sleep_for(1ms);
+      });
+      t.record_stream(s);
+      std::lock_guard<std::mutex> lock(users_mu);
+      users.push_back(s);
+    });
+  }
+  for (auto& th : threads) th.join();
+  t = Tensor();
+  EXPECT_EQ(memory_stats(device).pending_frees, 1u);
+  Tensor other = empty({4096}, DType::float32, device);  // kept: it must not be a candidate below
+  EXPECT_NE(other.data_ptr(), ptr) << "reused before every user's event completed";
+  gate = true;
+  for (const Stream& s : users) s.synchronize();
+  Stream(device, 4).synchronize();
+  Tensor again = empty({4096}, DType::float32, device);
+  EXPECT_EQ(memory_stats(device).pending_frees, 0u);
+  EXPECT_EQ(again.data_ptr(), ptr) << "reused once all events completed";
+}
+
+TEST_P(AllocatorTest, ThirtyOneThreadsRandomSizesNoLeakNoDoubleHandout) {
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 31; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      std::uniform_int_distribution<std::int64_t> size(16, 1 << 18);  // int32 elements: 64 B .. 1 MiB
+      std::vector<std::pair<Tensor, int>> live;
+      for (int i = 0; i < 60; ++i) {
+        int value = t * 100000 + i;
+        live.emplace_back(full({size(rng)}, value, DType::int32, device), value);
+        if (live.size() > 3) {
+          // A block handed out twice would carry another thread's pattern here.
+          auto& [old, v] = live.front();
+          for (std::int32_t x : old.to_vector<std::int32_t>()) {
+            if (x != v) {
+              ++wrong;
+              break;
+            }
+          }
+          live.erase(live.begin());
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong, 0);
+  synchronize(device);
+  empty_cache(device);
+  MemoryStats s = memory_stats(device);
+  EXPECT_EQ(s.allocated_bytes, baseline.allocated_bytes) << "leak";
+  EXPECT_EQ(s.reserved_bytes, baseline.reserved_bytes) << "leak";
+}
+
+TEST_P(AllocatorTest, SteadyLoopDoesNotGrow) {
+  auto step = [&](int i) {
+    Tensor a = full({1000, 64}, i, DType::float32, device);
+    Tensor b = a.to(DType::float16);
+    Tensor c = b.transpose(0, 1).contiguous();
+    return c.to_float_vector().size();
+  };
+  for (int i = 0; i < 20; ++i) step(i);  // warm-up
+  MemoryStats warm = memory_stats(device);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(step(i), 64000u);
+  MemoryStats after = memory_stats(device);
+  EXPECT_EQ(after.reserved_bytes, warm.reserved_bytes);
+  EXPECT_EQ(after.device_allocations, warm.device_allocations);
+  EXPECT_EQ(after.allocated_bytes, warm.allocated_bytes);
+}
+
+TEST_P(AllocatorTest, StatsAndPeaks) {
+  reset_peak_stats(device);
+  MemoryStats s0 = memory_stats(device);
+  {
+    Tensor t = empty({1 << 20}, DType::float32, device);
+    MemoryStats s1 = memory_stats(device);
+    EXPECT_GE(s1.allocated_bytes, s0.allocated_bytes + (4u << 20));
+    EXPECT_GE(s1.allocated_peak, s1.allocated_bytes);
+    EXPECT_EQ(s1.allocations, s0.allocations + 1);
+  }
+  MemoryStats s2 = memory_stats(device);
+  EXPECT_EQ(s2.allocated_bytes, s0.allocated_bytes);
+  EXPECT_GE(s2.allocated_peak, s0.allocated_bytes + (4u << 20));
+  reset_peak_stats(device);
+  EXPECT_EQ(memory_stats(device).allocated_peak, s0.allocated_bytes);
+}
+
+TEST_P(AllocatorTest, NoCachingFromEnvironment) {
+  auto r = test::run_helper("nocache " + GetParam(), "STREAMPOOL_NO_CACHING=1");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+TEST_P(AllocatorTest, MemoryLimitFromEnvironment) {
+  auto r = test::run_helper("limit " + GetParam(), "STREAMPOOL_MEMORY_LIMIT=8MiB");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("out of memory"), std::string::npos) << r.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, AllocatorTest, STREAMPOOL_DEVICES, test::param_name);
+
+TEST(MemoryLimitSetting, Parse_cpu) {
+  EXPECT_EQ(parse_memory_limit("8GiB").bytes, 8ull << 30);
+  EXPECT_EQ(parse_memory_limit("512MB").bytes, 512000000u);
+  EXPECT_EQ(parse_memory_limit("1048576").bytes, 1048576u);
+  EXPECT_EQ(parse_memory_limit("1.5 GiB").bytes, 3ull << 29);
+  auto pct = parse_memory_limit("90%");
+  EXPECT_TRUE(pct.is_fraction);
+  EXPECT_DOUBLE_EQ(pct.fraction, 0.9);
+  for (const char* bad : {"", "GiB", "8XB", "0", "-5MB", "150%", "0%", "1.2.3GB", "8 G B"}) {
+    EXPECT_THROW(parse_memory_limit(bad), ConfigError) << bad;
+  }
+}
