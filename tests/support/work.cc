@@ -65,6 +65,25 @@ std::size_t Work::run_once(float scale) {
   return check(s, scale);
 }
 
+namespace {
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string exe(buf, static_cast<std::size_t>(n));
+  return exe.substr(0, exe.rfind('/'));
+}
+}  // namespace
+
+std::string source_dir() {
+  static const std::string dir = [] {
+    std::string configured = STREAMPOOL_TEST_SOURCE_DIR;
+    if (access((configured + "/tests/data/golden/manifest.json").c_str(), R_OK) == 0) return configured;
+    return exe_dir() + "/../../..";
+  }();
+  return dir;
+}
+
 const char* helper_path() {
   // Beside the running test binary, so a build tree still works after it moved (it travels to
   // the GPU machine); the configured path is the fallback.

@@ -60,6 +60,10 @@ struct HelperResult {
   int status;
   std::string output;
 };
+// The repository root: the configured source directory, or (when the build tree moved to
+// another machine) three levels above the test binary (build/<preset>/tests).
+std::string source_dir();
+
 // Path of the helper program (streampool_test_helper).
 const char* helper_path();
 HelperResult run_helper(const std::string& args, const std::string& env = "");

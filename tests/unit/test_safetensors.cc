@@ -15,8 +15,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kGolden = fs::path(STREAMPOOL_SOURCE_DIR) / "tests/data/golden";
-const fs::path kCorpus = fs::path(STREAMPOOL_SOURCE_DIR) / "tests/fuzz/corpus";
+const fs::path kGolden = fs::path(test::source_dir()) / "tests/data/golden";
+const fs::path kCorpus = fs::path(test::source_dir()) / "tests/fuzz/corpus";
 
 class SafetensorsTest : public testing::TestWithParam<std::string> {
  protected:
