@@ -9,5 +9,7 @@ namespace streampool::tools {
 void add_diag_command(CLI::App& app, int* exit_code);
 // Adds `inspect FILE`.
 void add_inspect_command(CLI::App& app, int* exit_code);
+// Adds `golden --dir DIR [--device] [--dtype]`.
+void add_golden_command(CLI::App& app, int* exit_code);
 
 }  // namespace streampool::tools

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   streampool::tools::add_diag_command(app, &exit_code);
   streampool::tools::add_inspect_command(app, &exit_code);
+  streampool::tools::add_golden_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,3 +13,8 @@
 #include "streampool/dtype.h"
 #include "streampool/safetensors.h"
 #include "streampool/tensor.h"
+#include "streampool/ops.h"
+#include "streampool/nn/bert.h"
+#include "streampool/nn/layers.h"
+#include "streampool/nn/module.h"
+#include "streampool/nn/transformer.h"

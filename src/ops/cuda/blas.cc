@@ -1,0 +1,242 @@
+// GEMMs on CUDA through cuBLASLt.
+//
+// Note [BLAS handles and workspaces]
+// A cuBLASLt handle is used by one thread at a time: each thread leases one per device from a
+// pool at its first GEMM and returns it at thread exit (handles are never destroyed; Note
+// [Process lifetime]). Workspaces are keyed by (handle, stream): the lease keeps one per stream
+// it has run on, allocated from the caching allocator on that stream, so work on the stream is
+// ordered with every use of it. Chosen algorithms are cached per problem, shared by all threads
+// behind a reader-writer lock (written once per new problem, read on every GEMM).
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "ops/op_common.h"
+#include "streampool/allocator.h"
+
+namespace streampool::detail::cuda {
+namespace {
+
+constexpr std::size_t kWorkspace = 32u << 20;  // what cuBLASLt asks for on Hopper
+
+[[noreturn]] void lt_fail(const char* call, cublasStatus_t st) {
+  throw CudaError(std::string(call) + " failed: " + cublasLtGetStatusString(st), static_cast<int>(st));
+}
+#define LT_CHECK(expr)                                  \
+  do {                                                  \
+    cublasStatus_t st_ = (expr);                        \
+    if (st_ != CUBLAS_STATUS_SUCCESS) lt_fail(#expr, st_); \
+  } while (0)
+
+class HandlePool {
+ public:
+  cublasLtHandle_t get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      cublasLtHandle_t h = free_.back();
+      free_.pop_back();
+      return h;
+    }
+    cublasLtHandle_t h = nullptr;
+    LT_CHECK(cublasLtCreate(&h));
+    return h;
+  }
+  void put(cublasLtHandle_t h) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(h);
+  }
+
+ private:
+  std::mutex mu_;  // guards free_
+  std::vector<cublasLtHandle_t> free_;
+};
+
+HandlePool& handle_pool(int device) {
+  static auto* pools = new HandlePool[kMaxDevicesPerKind];  // Note [Process lifetime]
+  return pools[device];
+}
+
+struct ThreadLease {
+  struct PerDevice {
+    cublasLtHandle_t handle = nullptr;
+    std::unordered_map<std::uint32_t, DataPtr> workspaces;  // by stream id
+  };
+  std::map<int, PerDevice> devices;
+  ~ThreadLease() {
+    for (auto& [dev, pd] : devices) {
+      pd.workspaces.clear();  // back to the allocator, in each stream's order
+      if (pd.handle) handle_pool(dev).put(pd.handle);
+    }
+  }
+};
+thread_local ThreadLease tls_lease;
+
+bool allow_tf32() {
+  static const bool on = [] {
+    const char* v = std::getenv("STREAMPOOL_ALLOW_TF32");
+    return v && (std::string(v) == "1" || std::string(v) == "true");
+  }();
+  return on;
+}
+
+cudaDataType_t cuda_type(DType dt) {
+  switch (dt) {
+    case DType::float32: return CUDA_R_32F;
+    case DType::float16: return CUDA_R_16F;
+    case DType::bfloat16: return CUDA_R_16BF;
+    default: throw InvalidArgument("gemm: unsupported dtype " + std::string(dtype_name(dt)));
+  }
+}
+
+struct Problem {
+  int dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias;
+  std::int64_t sa, sb, sc;
+  bool operator==(const Problem& o) const {
+    return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, sa, sb, sc) ==
+           std::tie(o.dev, o.dt, o.batch, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.trans, o.epilogue, o.bias, o.sa, o.sb,
+                    o.sc);
+  }
+};
+struct ProblemHash {
+  std::size_t operator()(const Problem& p) const {
+    std::size_t h = 0;
+    for (std::int64_t v : {std::int64_t(p.dev), std::int64_t(p.dt), std::int64_t(p.batch), std::int64_t(p.m),
+                           std::int64_t(p.n), std::int64_t(p.k), std::int64_t(p.lda), std::int64_t(p.ldb),
+                           std::int64_t(p.ldc), std::int64_t(p.trans), std::int64_t(p.epilogue), std::int64_t(p.bias),
+                           p.sa, p.sb, p.sc}) {
+      h = h * 1000003u ^ std::hash<std::int64_t>{}(v);
+    }
+    return h;
+  }
+};
+
+// The descriptors and the chosen algorithm of one problem; immutable once built.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+std::shared_mutex plans_mu;  // guards plans (Note [BLAS handles and workspaces])
+std::unordered_map<Problem, Plan*, ProblemHash>* plans = new std::unordered_map<Problem, Plan*, ProblemHash>;
+
+cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int batch, std::int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  LT_CHECK(cublasLtMatrixLayoutCreate(&l, t, rows, cols, ld));
+  if (batch > 1) {
+    LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+    LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+  }
+  return l;
+}
+
+}  // namespace
+
+void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
+          const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
+          const void* bias, Activation act, void* stream) {
+  // Row-major C = A @ op(B) is column-major C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B.
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  Activation after = act;  // what still needs a pass of our own after the GEMM
+  const void* bias_after = nullptr;
+  if (bias) {
+    epilogue = CUBLASLT_EPILOGUE_BIAS;
+    if (act == Activation::relu) epilogue = CUBLASLT_EPILOGUE_RELU_BIAS, after = Activation::none;
+    else if (act == Activation::gelu_tanh) epilogue = CUBLASLT_EPILOGUE_GELU_BIAS, after = Activation::none;
+  } else if (act == Activation::relu) {
+    epilogue = CUBLASLT_EPILOGUE_RELU, after = Activation::none;
+  } else if (act == Activation::gelu_tanh) {
+    epilogue = CUBLASLT_EPILOGUE_GELU, after = Activation::none;
+  }
+  if (after != Activation::none && bias) {
+    // cuBLASLt's GELU is the tanh form: exact (erf) GELU and the others get our fused pass.
+    epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    bias_after = bias;
+  }
+  const cudaDataType_t t = cuda_type(dt);
+  Problem key{device.index, static_cast<int>(dt), batch, m, n, k, lda, ldb, ldc, b_transposed ? 1 : 0,
+              static_cast<int>(epilogue), bias && !bias_after ? 1 : 0, stride_a, stride_b, stride_c};
+
+  ThreadLease::PerDevice& lease = tls_lease.devices[device.index];
+  if (!lease.handle) lease.handle = handle_pool(device.index).get();
+  const std::uint32_t sid = current_stream(device).id();
+  auto ws = lease.workspaces.find(sid);
+  if (ws == lease.workspaces.end()) {
+    Stream s(device, sid);
+    ws = lease.workspaces.emplace(sid, allocate(device, kWorkspace, &s)).first;
+  }
+
+  Plan* plan = nullptr;
+  {
+    std::shared_lock<std::shared_mutex> lock(plans_mu);
+    auto it = plans->find(key);
+    if (it != plans->end()) plan = it->second;
+  }
+  if (!plan) {
+    auto* p = new Plan;  // never destroyed: shared by every thread for the process lifetime
+    const cublasComputeType_t compute =
+        dt == DType::float32 && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
+    cublasOperation_t ta = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    // Our B, seen column-major: (k x n) when transposed (stored n x k row-major), else (n x k).
+    p->a = b_transposed ? layout(t, k, n, ldb, batch, stride_b) : layout(t, n, k, ldb, batch, stride_b);
+    p->b = layout(t, k, m, lda, batch, stride_a);
+    p->c = layout(t, n, m, ldc, batch, stride_c);
+    cublasLtMatmulPreference_t pref = nullptr;
+    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    std::size_t wsize = kWorkspace;
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize));
+    if (key.bias) {
+      // The heuristic must know a bias pointer will be set; any 16-byte aligned one will do.
+      LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lease.handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0) throw CudaError("cuBLASLt found no algorithm for this GEMM", 0);
+    p->algo = result.algo;
+    std::unique_lock<std::shared_mutex> lock(plans_mu);
+    auto [it, inserted] = plans->emplace(key, p);
+    plan = it->second;  // a racing thread's plan is as good; ours is dropped (leaked, small)
+  }
+  // The bias pointer differs per call; the descriptor is shared, so each call sets it on a copy.
+  cublasLtMatmulDesc_t op = plan->op;
+  cublasLtMatmulDesc_t local = nullptr;
+  if (key.bias) {
+    cublasComputeType_t compute;
+    cudaDataType_t scale;
+    std::size_t written = 0;
+    LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_COMPUTE_TYPE, &compute, sizeof compute, &written));
+    LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_SCALE_TYPE, &scale, sizeof scale, &written));
+    LT_CHECK(cublasLtMatmulDescCreate(&local, compute, scale));
+    cublasOperation_t ta = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    op = local;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t st = cublasLtMatmul(lease.handle, op, &alpha, b, plan->a, a, plan->b, &beta, c, plan->c, c, plan->c,
+                                     &plan->algo, ws->second.get(), kWorkspace, static_cast<cudaStream_t>(stream));
+  if (local) cublasLtMatmulDescDestroy(local);
+  if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmul", st);
+  if (after != Activation::none || bias_after) {
+    bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream);
+  }
+}
+
+}  // namespace streampool::detail::cuda
