@@ -16,6 +16,15 @@ constexpr const char* kStreamsVar = "STREAMPOOL_STREAMS_PER_DEVICE";
 constexpr const char* kExhaustedVar = "STREAMPOOL_POOL_EXHAUSTED";
 constexpr const char* kMemoryLimitVar = "STREAMPOOL_MEMORY_LIMIT";
 constexpr const char* kNoCachingVar = "STREAMPOOL_NO_CACHING";
+constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";
+constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
+
+bool parse_flag(const char* var, const char* v) {
+  std::string t(v);
+  if (t == "1" || t == "true") return true;
+  if (t == "0" || t == "false") return false;
+  throw ConfigError(std::string(var) + "='" + t + "' is not one of: 0, 1, false, true");
+}
 
 const char* env(const char* name) {
   const char* v = std::getenv(name);
@@ -42,13 +51,14 @@ Settings load() {
   }
   if (const char* v = env(kExhaustedVar)) s.pool_exhausted = parse_pool_exhausted(v);
   if (const char* v = env(kMemoryLimitVar)) s.memory_limit = parse_memory_limit(v);
-  if (const char* v = env(kNoCachingVar)) {
-    std::string t(v);
-    if (t == "1" || t == "true") {
-      s.no_caching = true;
-    } else if (t != "0" && t != "false") {
-      throw ConfigError(std::string(kNoCachingVar) + "='" + t + "' is not one of: 0, 1, false, true");
+  if (const char* v = env(kNoCachingVar)) s.no_caching = parse_flag(kNoCachingVar, v);
+  if (const char* v = env(kTf32Var)) s.allow_tf32 = parse_flag(kTf32Var, v);
+  if (const char* v = env(kBlasThreadsVar)) {
+    long long n = 0;
+    if (!parse_int(v, 1, 256, n)) {
+      throw ConfigError(std::string(kBlasThreadsVar) + "='" + v + "' is not an integer from 1 to 256");
     }
+    s.cpu_blas_threads = static_cast<int>(n);
   }
   return s;
 }
@@ -167,6 +177,10 @@ std::vector<SettingReport> settings_report() {
        "cap on memory the allocator reserves per device: size (8GiB, 512MB) or percentage (90%)"},
       {kNoCachingVar, s.no_caching ? "1" : "0", env(kNoCachingVar) != nullptr,
        "1: bypass the caching allocator (every allocation and free goes to the device)"},
+      {kBlasThreadsVar, std::to_string(s.cpu_blas_threads), env(kBlasThreadsVar) != nullptr,
+       "OpenBLAS threads per CPU GEMM (parallelism comes from streams; raise for few threads)"},
+      {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,
+       "1: float32 GEMMs on CUDA may use TF32 tensor cores (default: true float32)"},
   };
 }
 

@@ -22,6 +22,7 @@
 
 #include "ops/op_common.h"
 #include "streampool/allocator.h"
+#include "streampool/settings.h"
 
 namespace streampool::detail::cuda {
 namespace {
@@ -80,13 +81,7 @@ struct ThreadLease {
 };
 thread_local ThreadLease tls_lease;
 
-bool allow_tf32() {
-  static const bool on = [] {
-    const char* v = std::getenv("STREAMPOOL_ALLOW_TF32");
-    return v && (std::string(v) == "1" || std::string(v) == "true");
-  }();
-  return on;
-}
+bool allow_tf32() { return settings().allow_tf32; }
 
 cudaDataType_t cuda_type(DType dt) {
   switch (dt) {

@@ -1,0 +1,239 @@
+// Ops against double-precision host references, on the CPU and on CUDA, and their errors.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "streampool/ops.h"
+#include "support/work.h"
+
+using namespace streampool;
+
+namespace {
+
+class OpsTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
+    device = test::device_for(GetParam());
+  }
+  static void expect_close(const std::vector<float>& got, const std::vector<double>& ref, double tol, const char* what) {
+    ASSERT_EQ(got.size(), ref.size()) << what;
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      ASSERT_FALSE(std::isnan(got[i])) << what << " at " << i;
+      worst = std::max(worst, std::abs(got[i] - ref[i]) / (1 + std::abs(ref[i])));
+    }
+    EXPECT_LE(worst, tol) << what;
+  }
+  Device device;
+};
+
+double act_ref(double x, Activation a) {
+  switch (a) {
+    case Activation::none: return x;
+    case Activation::relu: return x > 0 ? x : 0;
+    case Activation::gelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case Activation::gelu_tanh: return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case Activation::silu: return x / (1 + std::exp(-x));
+    case Activation::tanh: return std::tanh(x);
+  }
+  return x;
+}
+
+}  // namespace
+
+TEST_P(OpsTest, LinearWithEveryEpilogue) {
+  const int m = 7, k = 33, n = 20;
+  Tensor x = randn({m, k}, DType::float32, device, 1), w = randn({n, k}, DType::float32, device, 2),
+         b = randn({n}, DType::float32, device, 3);
+  auto xv = x.to_vector<float>(), wv = w.to_vector<float>(), bv = b.to_vector<float>();
+  for (Activation a : {Activation::none, Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu,
+                       Activation::tanh}) {
+    for (bool with_bias : {true, false}) {
+      std::vector<double> ref(m * n);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double acc = with_bias ? bv[j] : 0;
+          for (int t = 0; t < k; ++t) acc += static_cast<double>(xv[i * k + t]) * wv[j * k + t];
+          ref[i * n + j] = act_ref(acc, a);
+        }
+      // cuBLASLt's GELU epilogue evaluates tanh slightly differently: allow for it.
+      expect_close(linear(x, w, with_bias ? b : Tensor(), a).to_vector<float>(), ref, 2e-5, "linear");
+    }
+  }
+  // Leading batch dimensions and a strided input.
+  Tensor x3 = randn({2, 3, k}, DType::float32, device, 4);
+  Tensor y3 = linear(x3.transpose(0, 1), w, b);
+  EXPECT_EQ(y3.shape(), (Shape{3, 2, n}));
+}
+
+TEST_P(OpsTest, MatmulBatchedAndShared) {
+  Tensor a = randn({3, 4, 5}, DType::float32, device, 5), b = randn({3, 5, 6}, DType::float32, device, 6),
+         s = randn({5, 6}, DType::float32, device, 7);
+  auto av = a.to_vector<float>(), bv = b.to_vector<float>(), sv = s.to_vector<float>();
+  std::vector<double> ref(3 * 4 * 6), ref_s(3 * 4 * 6);
+  for (int z = 0; z < 3; ++z)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 6; ++j) {
+        double acc = 0, acc_s = 0;
+        for (int t = 0; t < 5; ++t) {
+          acc += static_cast<double>(av[z * 20 + i * 5 + t]) * bv[z * 30 + t * 6 + j];
+          acc_s += static_cast<double>(av[z * 20 + i * 5 + t]) * sv[t * 6 + j];
+        }
+        ref[z * 24 + i * 6 + j] = acc;
+        ref_s[z * 24 + i * 6 + j] = acc_s;
+      }
+  expect_close(matmul(a, b).to_vector<float>(), ref, 1e-5, "bmm");
+  expect_close(matmul(a, s).to_vector<float>(), ref_s, 1e-5, "shared b");
+  EXPECT_THROW(matmul(a, randn({3, 4, 6}, DType::float32, device, 8)), InvalidArgument);
+}
+
+TEST_P(OpsTest, ElementwiseBroadcasting) {
+  Tensor a = randn({2, 3, 4}, DType::float32, device, 9), row = randn({4}, DType::float32, device, 10),
+         col = randn({3, 1}, DType::float32, device, 11);
+  auto av = a.to_vector<float>(), rv = row.to_vector<float>(), cv = col.to_vector<float>();
+  std::vector<double> sum(24), prod(24);
+  for (int i = 0; i < 24; ++i) {
+    sum[i] = av[i] + rv[i % 4];
+    prod[i] = static_cast<double>(av[i]) * cv[(i / 4) % 3];
+  }
+  expect_close(add(a, row).to_vector<float>(), sum, 1e-6, "add row");
+  expect_close(mul(a, col).to_vector<float>(), prod, 1e-6, "mul col");
+  expect_close(add(a.transpose(0, 2).contiguous().transpose(0, 2), row).to_vector<float>(), sum, 1e-6, "strided");
+  EXPECT_THROW(add(a, randn({5}, DType::float32, device, 1)), InvalidArgument);
+  EXPECT_THROW(add(a, a.to(DType::float16)), InvalidArgument);
+}
+
+TEST_P(OpsTest, SoftmaxAndLayerNormOnLongRows) {
+  for (std::int64_t n : {5, 512, 3000}) {
+    Tensor x = randn({3, n}, DType::float32, device, 12, 0.0, 3.0);
+    auto xv = x.to_vector<float>();
+    Tensor w = randn({n}, DType::float32, device, 13), b = randn({n}, DType::float32, device, 14);
+    auto wv = w.to_vector<float>(), bv = b.to_vector<float>();
+    std::vector<double> sm(3 * n), ln(3 * n);
+    for (int r = 0; r < 3; ++r) {
+      double mx = -1e300, s = 0, mean = 0, var = 0;
+      for (int i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(xv[r * n + i]));
+      for (int i = 0; i < n; ++i) s += std::exp(xv[r * n + i] - mx);
+      for (int i = 0; i < n; ++i) sm[r * n + i] = std::exp(xv[r * n + i] - mx) / s;
+      for (int i = 0; i < n; ++i) mean += xv[r * n + i];
+      mean /= n;
+      for (int i = 0; i < n; ++i) var += (xv[r * n + i] - mean) * (xv[r * n + i] - mean);
+      var /= n;
+      for (int i = 0; i < n; ++i) ln[r * n + i] = (xv[r * n + i] - mean) / std::sqrt(var + 1e-5) * wv[i] + bv[i];
+    }
+    expect_close(softmax(x).to_vector<float>(), sm, 1e-6, "softmax");
+    expect_close(layer_norm(x, w, b, 1e-5).to_vector<float>(), ln, 1e-5, "layer_norm");
+  }
+}
+
+TEST_P(OpsTest, AttentionMatchesTheCpuWithMasksAndStrides) {
+  const Device cpu(DeviceKind::cpu);
+  Tensor q = randn({2, 3, 37, 64}, DType::float32, device, 15), k = randn({2, 3, 37, 64}, DType::float32, device, 16),
+         v = randn({2, 3, 37, 64}, DType::float32, device, 17);
+  std::vector<std::uint8_t> m(2 * 37, 0);
+  for (int j = 30; j < 37; ++j) m[37 + j] = 1;  // second sequence: last 7 keys padded
+  Tensor mask = from_vector(m, {2, 37}, device);
+  // Reference: softmax(q k^T * scale) v on the host in double.
+  auto qv = q.to_vector<float>(), kv = k.to_vector<float>(), vv = v.to_vector<float>();
+  for (bool causal : {false, true}) {
+    std::vector<double> ref(qv.size());
+    for (int bh = 0; bh < 6; ++bh)
+      for (int i = 0; i < 37; ++i) {
+        std::vector<double> s(37);
+        double mx = -1e300;
+        for (int j = 0; j < 37; ++j) {
+          bool masked = (causal && j > i) || m[(bh / 3) * 37 + j];
+          double acc = 0;
+          for (int d = 0; d < 64; ++d) acc += static_cast<double>(qv[(bh * 37 + i) * 64 + d]) * kv[(bh * 37 + j) * 64 + d];
+          s[j] = masked ? -1e300 : acc / 8.0;
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < 37; ++j) sum += s[j] <= -1e299 ? 0 : std::exp(s[j] - mx);
+        for (int d = 0; d < 64; ++d) {
+          double o = 0;
+          for (int j = 0; j < 37; ++j) o += (s[j] <= -1e299 ? 0 : std::exp(s[j] - mx) / sum) * vv[(bh * 37 + j) * 64 + d];
+          ref[(bh * 37 + i) * 64 + d] = o;
+        }
+      }
+    expect_close(scaled_dot_product_attention(q, k, v, mask, causal).to_vector<float>(), ref, 2e-6, "sdpa");
+    // Strided q (a permuted view of a (B, S, H, D) tensor) gives the same answer.
+    Tensor q_bshd = q.permute({0, 2, 1, 3}).contiguous();
+    expect_close(scaled_dot_product_attention(q_bshd.permute({0, 2, 1, 3}), k, v, mask, causal).to_vector<float>(), ref,
+                 2e-6, "sdpa strided");
+  }
+  EXPECT_THROW(scaled_dot_product_attention(q, k, v, full({2, 36}, 0, DType::uint8, device)), InvalidArgument);
+  EXPECT_THROW(scaled_dot_product_attention(q, k.slice(3, 0, 32), v), InvalidArgument);
+}
+
+TEST_P(OpsTest, EmbeddingAndItsOutOfRangeError) {
+  Tensor w = randn({10, 6}, DType::float32, device, 18);
+  Tensor ids = from_vector(std::vector<std::int64_t>{3, 0, 9, 3}, {2, 2}, device);
+  Tensor e = embedding(ids, w);
+  EXPECT_EQ(e.shape(), (Shape{2, 2, 6}));
+  auto wv = w.to_vector<float>(), ev = e.to_vector<float>();
+  for (int d = 0; d < 6; ++d) {
+    EXPECT_EQ(ev[d], wv[3 * 6 + d]);
+    EXPECT_EQ(ev[12 + d], wv[9 * 6 + d]);
+  }
+  Tensor bad = from_vector(std::vector<std::int64_t>{1, 10}, {2}, device);
+  Tensor out = embedding(bad, w);
+  EXPECT_THROW(current_stream(device).synchronize(), AsyncError) << "an id outside the table is reported";
+  EXPECT_NO_THROW(current_stream(device).synchronize());
+}
+
+TEST_P(OpsTest, Conv1dWithStrideAndPadding) {
+  Tensor x = randn({2, 3, 11}, DType::float32, device, 19), w = randn({4, 3, 3}, DType::float32, device, 20),
+         b = randn({4}, DType::float32, device, 21);
+  auto xv = x.to_vector<float>(), wv = w.to_vector<float>(), bv = b.to_vector<float>();
+  const int lout = (11 + 2 - 3) / 2 + 1;
+  std::vector<double> ref(2 * 4 * lout);
+  for (int n = 0; n < 2; ++n)
+    for (int o = 0; o < 4; ++o)
+      for (int l = 0; l < lout; ++l) {
+        double acc = bv[o];
+        for (int c = 0; c < 3; ++c)
+          for (int t = 0; t < 3; ++t) {
+            int p = l * 2 - 1 + t;
+            if (p >= 0 && p < 11) acc += static_cast<double>(wv[(o * 3 + c) * 3 + t]) * xv[(n * 3 + c) * 11 + p];
+          }
+        ref[(n * 4 + o) * lout + l] = acc;
+      }
+  expect_close(conv1d(x, w, b, 2, 1).to_vector<float>(), ref, 1e-5, "conv1d");
+  EXPECT_THROW(conv1d(x, randn({4, 2, 3}, DType::float32, device, 1)), InvalidArgument);
+}
+
+TEST_P(OpsTest, HalfPrecisionAccumulatesInFloat) {
+  // 4096 products of ones: a float16 accumulator would stall at 2048.
+  Tensor a = full({1, 4096}, 1.0, DType::float16, device), w = full({1, 4096}, 1.0, DType::float16, device);
+  EXPECT_EQ(linear(a, w).to_float_vector()[0], 4096.0f);
+  Tensor bf = full({1, 4096}, 1.0, DType::bfloat16, device);
+  EXPECT_EQ(linear(bf, bf).to_float_vector()[0], 4096.0f);
+}
+
+TEST_P(OpsTest, ErrorsNameTheOpShapesDtypeAndDevice) {
+  Tensor x = zeros({2, 8}, DType::float32, device), w = zeros({4, 9}, DType::float32, device);
+  try {
+    linear(x, w);
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("linear"), std::string::npos) << m;
+    EXPECT_NE(m.find("(2, 8)"), std::string::npos) << m;
+    EXPECT_NE(m.find("(4, 9)"), std::string::npos) << m;
+    EXPECT_NE(m.find("float32"), std::string::npos) << m;
+    EXPECT_NE(m.find(device.str()), std::string::npos) << m;
+  }
+  EXPECT_THROW(linear(zeros({2, 8}, DType::int64, device), w), InvalidArgument);
+  EXPECT_THROW(linear(Tensor(), w), InvalidArgument);
+  EXPECT_THROW(layer_norm(x, zeros({7}, DType::float32, device), zeros({8}, DType::float32, device), 1e-5),
+               InvalidArgument);
+  if (!test::skip_unless_available("cuda")) {
+    Device other = device.kind == DeviceKind::cpu ? Device(DeviceKind::cuda) : Device(DeviceKind::cpu);
+    EXPECT_THROW(linear(x, zeros({4, 8}, DType::float32, other)), InvalidArgument);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, OpsTest, STREAMPOOL_DEVICES, test::param_name);
