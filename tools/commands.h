@@ -11,5 +11,7 @@ void add_diag_command(CLI::App& app, int* exit_code);
 void add_inspect_command(CLI::App& app, int* exit_code);
 // Adds `golden --dir DIR [--device] [--dtype]`.
 void add_golden_command(CLI::App& app, int* exit_code);
+// Adds `bench` (bench/WORKLOADS.md).
+void add_bench_command(CLI::App& app, int* exit_code);
 
 }  // namespace streampool::tools

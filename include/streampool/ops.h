@@ -52,4 +52,8 @@ Tensor embedding(const Tensor& ids, const Tensor& weight);
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int stride = 1,
               int padding = 0);
 
+// acc (1,) float32 := max(acc, max |a - b|) over all elements (NaN counts as infinity), on the
+// current stream: checks results against a reference without a round trip to the host.
+void accumulate_max_abs_diff(const Tensor& acc, const Tensor& a, const Tensor& b);
+
 }  // namespace streampool

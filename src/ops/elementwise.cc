@@ -1,6 +1,7 @@
 // add, mul (with broadcasting) and the activations.
 
 #include <algorithm>
+#include <cmath>
 
 #include "ops/op_common.h"
 
@@ -79,6 +80,42 @@ Tensor activation(const Tensor& x, Activation act) {
   cuda::unary(y.data_ptr(), xc.data_ptr(), dt, n, act, s.native_handle());
 #endif
   return y;
+}
+
+void accumulate_max_abs_diff(const Tensor& acc, const Tensor& a, const Tensor& b) {
+  const char* op = "accumulate_max_abs_diff";
+  check_floating(op, a, "a");
+  check_like(op, a, b, "b");
+  if (!acc.defined() || acc.dtype() != DType::float32 || acc.numel() != 1 || acc.device() != a.device()) {
+    op_error(op, "acc must be one float32 element on the inputs' device", {&acc, &a});
+  }
+  if (a.shape() != b.shape()) op_error(op, "a and b differ in shape", {&a, &b});
+  const Device dev = a.device();
+  if (dev.kind == DeviceKind::cpu && a.dtype() != DType::float32) {
+    accumulate_max_abs_diff(acc, a.to(DType::float32), b.to(DType::float32));
+    return;
+  }
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  const std::int64_t n = a.numel();
+  float* out = acc.data<float>();
+  StreamImpl& s = current_impl(dev);
+  if (dev.kind == DeviceKind::cpu) {
+    const float* ap = ac.data<float>();
+    const float* bp = bc.data<float>();
+    s.enqueue_host(op, [=] {
+      float m = *out;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float d = std::abs(ap[i] - bp[i]);
+        m = std::isnan(d) ? INFINITY : std::max(m, d);
+      }
+      *out = m;
+    });
+    return;
+  }
+#ifdef STREAMPOOL_WITH_CUDA
+  s.note_op(op);
+  cuda::max_abs_diff(out, ac.data_ptr(), bc.data_ptr(), a.dtype(), n, s.native_handle());
+#endif
 }
 
 }  // namespace streampool

@@ -78,6 +78,7 @@ void embedding(void* out, const std::int64_t* ids, std::int64_t count, const voi
                std::int64_t num, std::int64_t dim, const Device& device, void* stream);
 void im2col(void* cols, const void* x, DType dt, int batch, int cin, int len, int kernel, int stride, int padding,
             int lout, void* stream);
+void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64_t n, void* stream);
 
 // GEMMs through cuBLASLt / cuBLAS with handles from a per-thread pool (blas.cc).
 // Row-major C (batch, m, n) = A (batch, m, k) @ op(B) with element strides between batches

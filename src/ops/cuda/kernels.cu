@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <mutex>
 #include <string>
@@ -313,6 +314,20 @@ __global__ void im2col_kernel(T* __restrict__ cols, const T* __restrict__ x, int
   }
 }
 
+template <typename T>
+__global__ void max_abs_diff_kernel(float* acc, const T* __restrict__ a, const T* __restrict__ b, std::int64_t n) {
+  __shared__ float scratch[32];
+  float m = 0.f;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    const float d = fabsf(to_f(a[i]) - to_f(b[i]));
+    m = isnan(d) ? INFINITY : fmaxf(m, d);
+  }
+  m = block_reduce<true>(m, scratch);
+  // Non-negative floats order like their bit patterns, so an integer max is a float max.
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(acc), __float_as_int(m));
+}
+
 // Pinned host words that device kernels report errors into; a slot returns after its check.
 class PinnedSlots {
  public:
@@ -452,6 +467,15 @@ void embedding(void* out, const std::int64_t* ids, std::int64_t count, const voi
     pinned_slots().put(slot);
     if (bad) throw InvalidArgument("embedding: an id is outside [0, " + std::to_string(num) + ")");
   });
+}
+
+void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64_t n, void* stream) {
+  dispatch(dt, [&](auto tag) {
+    using T = decltype(tag);
+    max_abs_diff_kernel<T><<<std::min(grid_for(n, 256), 264u), 256, 0, cs(stream)>>>(acc, static_cast<const T*>(a),
+                                                                                      static_cast<const T*>(b), n);
+  });
+  check("max_abs_diff");
 }
 
 void im2col(void* cols, const void* x, DType dt, int batch, int cin, int len, int kernel, int stride, int padding,

@@ -1,0 +1,345 @@
+// `streampool bench`: the workloads and protocol of bench/WORKLOADS.md. Each configuration
+// runs T threads, each with its own pool stream and input; every request's output is checked
+// against a single-thread reference on the device (no host round trip); warm-up is excluded.
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "commands.h"
+#include "streampool/streampool.h"
+#include "svg_plot.h"
+#include "workloads.h"
+
+namespace streampool::tools {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+struct Options {
+  std::string device, models = "mlp,encoder,linear4096,conv1d,bert-minilm", modes = "direct", threads, dtype = "float32";
+  double duration = 0;
+  int inflight = 256;
+  std::string json_path, plot_path, compare_path;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+double rss_mb() {
+  std::ifstream f("/proc/self/statm");
+  long pages = 0, resident = 0;
+  f >> pages >> resident;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1e6;
+}
+
+double peak_rss_mb() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1e3;
+}
+
+struct Result {
+  std::string model, dtype, mode;
+  int threads = 0;
+  std::size_t reqs = 0;
+  double rps = 0, p50 = 0, p99 = 0, max_err = 0, efficiency = -1;
+  double dev_peak_mb = 0, host_peak_mb = 0, dev_growth_mb = 0, host_growth_mb = 0;
+  bool ok = true;
+  std::string error;
+  std::map<std::string, double> ratios;  // vs other runs, by their impl / anchor name
+};
+
+// Tolerance for "same as the single-thread reference": kernels are deterministic, so outputs
+// should be identical; a little slack absorbs nothing but genuine corruption.
+double tolerance(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
+
+Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, double duration) {
+  Result r;
+  r.model = w.name;
+  r.dtype = std::string(dtype_name(dt));
+  r.mode = "direct";
+  r.threads = threads;
+  Tensor input = w.make_input(dev, dt);
+  Tensor ref = w.forward(input);
+  current_stream(dev).synchronize();
+  reset_peak_stats(dev);
+
+  std::vector<std::vector<double>> lats(threads);
+  std::vector<Tensor> accs(threads);
+  std::vector<std::string> errors(threads);
+  std::atomic<bool> stop{false};
+  std::barrier warm(threads + 1), go(threads + 1);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        Stream s = current_stream(dev);
+        Tensor x = empty(input.shape(), input.dtype(), dev);
+        x.copy_from(input);
+        accs[t] = zeros({1}, DType::float32, dev);
+        for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], w.forward(x), ref);  // warm-up
+        s.synchronize();
+        warm.arrive_and_wait();
+        go.arrive_and_wait();
+        auto& L = lats[t];
+        L.reserve(1 << 16);
+        while (!stop.load(std::memory_order_relaxed)) {
+          const auto a = Clock::now();
+          accumulate_max_abs_diff(accs[t], w.forward(x), ref);
+          s.synchronize();
+          L.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+        stop = true;
+      }
+    });
+  }
+  warm.arrive_and_wait();
+  const std::size_t dev_after_warm = memory_stats(dev).reserved_bytes;
+  const double host_after_warm = rss_mb();
+  go.arrive_and_wait();
+  const auto start = Clock::now();
+  while (!stop && Clock::now() - start < std::chrono::duration<double>(duration)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  for (auto& th : pool) th.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  for (const auto& e : errors) {
+    if (!e.empty()) {
+      r.ok = false;
+      r.error = e;
+      return r;
+    }
+  }
+  std::vector<double> all;
+  for (auto& L : lats) all.insert(all.end(), L.begin(), L.end());
+  std::sort(all.begin(), all.end());
+  r.reqs = all.size();
+  r.rps = static_cast<double>(r.reqs) / wall;
+  if (!all.empty()) {
+    r.p50 = all[all.size() / 2];
+    r.p99 = all[std::min(all.size() - 1, static_cast<std::size_t>(static_cast<double>(all.size()) * 0.99))];
+  }
+  for (auto& a : accs) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));
+  MemoryStats ms = memory_stats(dev);
+  r.dev_peak_mb = static_cast<double>(ms.reserved_peak) / 1e6;
+  r.dev_growth_mb = (static_cast<double>(ms.reserved_bytes) - static_cast<double>(dev_after_warm)) / 1e6;
+  r.host_peak_mb = peak_rss_mb();
+  r.host_growth_mb = rss_mb() - host_after_warm;
+  if (!(r.max_err <= tolerance(dt))) {
+    r.ok = false;
+    r.error = "output differs from the single-thread reference by " + std::to_string(r.max_err);
+  }
+  return r;
+}
+
+json to_json(const Result& r, const Device& dev) {
+  json j = {{"impl", "streampool"}, {"model", r.model}, {"dtype", r.dtype}, {"threads", r.threads}, {"mode", r.mode},
+            {"reqs", r.reqs}, {"rps", r.rps}, {"p50_ms", r.p50}, {"p99_ms", r.p99}, {"max_err", r.max_err},
+            {"device", dev.str()}, {"mem_peak_mb", r.dev_peak_mb}, {"mem_growth_mb", r.dev_growth_mb},
+            {"host_peak_mb", r.host_peak_mb}, {"host_growth_mb", r.host_growth_mb}, {"ok", r.ok}};
+  if (r.efficiency >= 0) j["efficiency"] = r.efficiency;
+  for (const auto& [k, v] : r.ratios) j["ratio_vs_" + k] = v;
+  if (!r.error.empty()) j["error"] = r.error;
+  return j;
+}
+
+// Other runs (anchors or earlier streampool runs), one JSON object per line.
+struct Reference {
+  std::string name, model, dtype, mode;
+  int threads;
+  double rps, p99;
+};
+
+std::vector<Reference> load_compare(const std::string& path) {
+  std::vector<Reference> out;
+  if (path.empty()) return out;
+  std::ifstream in(path);
+  if (!in) throw InvalidArgument("--compare: cannot read '" + path + "'");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find('{') == std::string::npos) continue;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      continue;  // a crashed anchor may leave a partial line
+    }
+    Reference r;
+    r.name = j.value("anchor", j.value("impl", std::string("other")));
+    r.model = j.value("model", "");
+    r.dtype = j.value("dtype", "");
+    r.mode = j.value("mode", "");
+    if (r.mode == "eager") r.mode = "direct";  // the anchors' name for the same protocol
+    r.threads = j.value("threads", 0);
+    r.rps = j.value("rps", 0.0);
+    r.p99 = j.value("p99_ms", 0.0);
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("bench", "Run the benchmark workloads (bench/WORKLOADS.md) and report throughput");
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default: the first usable GPU, else the CPU)");
+  cmd->add_option("--models", o->models, "Comma-separated: mlp,encoder,linear4096,conv1d,bert-minilm");
+  cmd->add_option("--modes", o->modes, "Comma-separated modes: direct (graph and batched land with their issues)");
+  cmd->add_option("--threads", o->threads, "Comma-separated thread counts (default 1,2,4,8,16,31; CPU 1,2,4,8)");
+  cmd->add_option("--dtype", o->dtype, "float32, float16 or bfloat16");
+  cmd->add_option("--duration", o->duration, "Seconds timed per configuration (default 0.6 on a GPU, 0.3 on the CPU)");
+  cmd->add_option("--inflight", o->inflight, "Requests in flight in the batched open loop (batched mode)");
+  cmd->add_option("--json", o->json_path, "Write one JSON object per configuration to this file");
+  cmd->add_option("--plot", o->plot_path, "Write an SVG plot of throughput and p99 against threads");
+  cmd->add_option("--compare", o->compare_path, "JSON lines of another run or an anchor: adds the ratio against it");
+  cmd->callback([o, exit_code] {
+    Device dev;
+    if (o->device.empty()) {
+      const bool gpu = is_compiled(DeviceKind::cuda) && device_count(DeviceKind::cuda) > 0;
+      dev = gpu ? Device(DeviceKind::cuda, 0) : Device(DeviceKind::cpu);
+      if (!gpu) std::fprintf(stderr, "bench: no usable GPU, running on the CPU\n");
+    } else {
+      dev = Device::parse(o->device);
+    }
+    check_device(dev);
+    const DType dt = parse_dtype(o->dtype);
+    if (!is_floating(dt)) throw InvalidArgument("--dtype must be float32, float16 or bfloat16");
+    const bool cpu = dev.kind == DeviceKind::cpu;
+    const double duration = o->duration > 0 ? o->duration : (cpu ? 0.3 : 0.6);
+    std::vector<int> thread_counts;
+    for (const auto& t : split(o->threads.empty() ? (cpu ? "1,2,4,8" : "1,2,4,8,16,31") : o->threads)) {
+      int n = 0;
+      try {
+        n = std::stoi(t);
+      } catch (const std::exception&) {
+      }
+      if (n < 1 || n > 1024) throw InvalidArgument("--threads: '" + t + "' is not a thread count from 1 to 1024");
+      thread_counts.push_back(n);
+    }
+    std::vector<std::string> models = split(o->models), modes = split(o->modes);
+    for (const auto& m : modes) {
+      if (m != "direct") {
+        throw InvalidArgument("--modes: '" + m + "' is not available yet (direct only; graph and batched land with the "
+                              "graph path and the BatchQueue)");
+      }
+    }
+    for (const auto& m : models) {
+      if (std::find(bench::workload_names().begin(), bench::workload_names().end(), m) == bench::workload_names().end()) {
+        throw InvalidArgument("--models: unknown workload '" + m + "'");
+      }
+    }
+    const auto refs = load_compare(o->compare_path);
+    std::ofstream json_out;
+    if (!o->json_path.empty()) {
+      json_out.open(o->json_path);
+      if (!json_out) throw InvalidArgument("--json: cannot write '" + o->json_path + "'");
+    }
+    std::fprintf(stderr, "bench: %s, %s, %.2f s per configuration\n", dev.str().c_str(), o->dtype.c_str(), duration);
+    std::vector<Result> results;
+    const std::size_t total = models.size() * modes.size() * thread_counts.size();
+    for (const auto& model : models) {
+      bench::Workload w = bench::make_workload(model, dev, dt);
+      for (const auto& mode : modes) {
+        double single = 0;
+        for (int t : thread_counts) {
+          std::fprintf(stderr, "\r[%zu/%zu] %-12s %-8s %-6s threads %-3d ...        ", results.size() + 1, total,
+                       model.c_str(), o->dtype.c_str(), mode.c_str(), t);
+          std::fflush(stderr);
+          Result r = run_direct(w, dev, dt, t, duration);
+          if (t == 1) single = r.rps;
+          if (single > 0) r.efficiency = r.rps / (t * single);
+          for (const auto& ref : refs) {
+            if (ref.model == r.model && ref.dtype == r.dtype && ref.mode == r.mode && ref.threads == t && ref.rps > 0) {
+              r.ratios[ref.name] = r.rps / ref.rps;
+            }
+          }
+          if (json_out) json_out << to_json(r, dev).dump() << "\n" << std::flush;
+          results.push_back(r);
+        }
+      }
+    }
+    std::fprintf(stderr, "\r%80s\r", "");
+    // The table.
+    std::printf("%-12s %-8s %-6s %4s %11s %9s %9s %6s %9s %9s %9s %9s", "model", "dtype", "mode", "thr", "req/s",
+                "p50 ms", "p99 ms", "eff", "max_err", "devMB", "hostMB", "growMB");
+    std::vector<std::string> ref_names;
+    for (const auto& ref : refs)
+      if (std::find(ref_names.begin(), ref_names.end(), ref.name) == ref_names.end()) ref_names.push_back(ref.name);
+    for (const auto& n : ref_names) std::printf(" %14s", ("x " + n).c_str());
+    std::printf("\n");
+    bool failed = false;
+    for (const auto& r : results) {
+      failed |= !r.ok;
+      std::printf("%-12s %-8s %-6s %4d %11.0f %9.4f %9.4f %5.0f%% %9.2g %9.1f %9.1f %9.2f", r.model.c_str(),
+                  r.dtype.c_str(), r.mode.c_str(), r.threads, r.rps, r.p50, r.p99, r.efficiency * 100, r.max_err,
+                  r.dev_peak_mb, r.host_peak_mb, r.dev_growth_mb);
+      for (const auto& n : ref_names) {
+        auto it = r.ratios.find(n);
+        if (it == r.ratios.end()) std::printf(" %14s", "-");
+        else std::printf(" %13.2fx", it->second);
+      }
+      if (!r.ok) std::printf("  FAILED: %s", r.error.c_str());
+      std::printf("\n");
+    }
+    if (!o->plot_path.empty()) {
+      std::vector<bench::Series> series;
+      std::map<std::string, std::size_t> index;
+      auto series_for = [&](const std::string& label, bool dashed) -> bench::Series& {
+        auto it = index.find(label);
+        if (it != index.end()) return series[it->second];
+        index[label] = series.size();
+        series.push_back({label, dashed, {}, {}});
+        return series.back();
+      };
+      for (const auto& r : results) {
+        auto& s = series_for("streampool " + r.model + " " + r.dtype + " " + r.mode, false);
+        s.rps.emplace_back(r.threads, r.rps);
+        s.p99.emplace_back(r.threads, r.p99);
+      }
+      for (const auto& ref : refs) {
+        bool shown = false;
+        for (const auto& r : results) shown |= r.model == ref.model && r.dtype == ref.dtype && r.mode == ref.mode;
+        if (!shown) continue;
+        auto& s = series_for(ref.name + " " + ref.model + " " + ref.dtype + " " + ref.mode, true);
+        s.rps.emplace_back(ref.threads, ref.rps);
+        s.p99.emplace_back(ref.threads, ref.p99);
+      }
+      for (auto& s : series) {
+        std::sort(s.rps.begin(), s.rps.end());
+        std::sort(s.p99.begin(), s.p99.end());
+      }
+      DeviceProperties p = device_properties(dev);
+      bench::write_svg(o->plot_path, "streampool bench on " + dev.str() + " (" + p.name + ")", series);
+      std::fprintf(stderr, "bench: plot written to %s\n", o->plot_path.c_str());
+    }
+    if (failed) std::fprintf(stderr, "bench: FAILED: a configuration failed or its outputs did not match\n");
+    *exit_code = failed ? 1 : 0;
+  });
+}
+
+}  // namespace streampool::tools
