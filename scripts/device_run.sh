@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# On the GPU machine, from a build tree that travelled there (build/default) with the Debian
+# libraries it needs in .device/lib and the anchor sources in .device/anchors:
+#   scripts/device_run.sh tests    CUDA tests, golden cases in three dtypes, kernel bandwidth
+#   scripts/device_run.sh bench    libtorch anchor and streampool bench in the same call
+# Results go to $OUT (or /tmp/streampool-device).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=build/default
+OUT=${OUT:-/tmp/streampool-device}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.device/lib:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+case "${1:-tests}" in
+  tests)
+    status=0
+    for dt in float32 float16 bfloat16; do
+      "$B/tools/streampool" golden --dir tests/data/golden --device cuda --dtype "$dt" | tee -a "$OUT/golden.txt" || status=1
+    done
+    for t in unit ops concurrency stress; do
+      "$B/tests/streampool_${t}_tests" --gtest_filter='*cuda*' >"$OUT/${t}_cuda.log" 2>&1 || status=1
+      grep -E '^\[  (PASSED|FAILED) |FAILED \]' "$OUT/${t}_cuda.log" | tail -12
+    done
+    "$B/benchmarks/streampool_kernel_bench" --benchmark_min_time=0.2 2>&1 | tee "$OUT/kernels.txt" | grep -E "BM_|bandwidth"
+    echo "device tests status=$status"
+    exit $status
+    ;;
+  bench)
+    TORCH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+    g++ -O2 -std=c++20 .device/anchors/libtorch_threads.cpp -o /tmp/libtorch_threads -D_GLIBCXX_USE_CXX11_ABI=1 \
+      -I"$TORCH/include" -I"$TORCH/include/torch/csrc/api/include" -I/usr/local/cuda/include \
+      -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda 2>&1 | tail -5
+    models=${MODELS:-mlp,encoder,linear4096,conv1d}
+    # The anchor may crash in its graph mode (as recorded in WORKLOADS.md): keep what it printed.
+    DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>"$OUT/anchor_libtorch.err"
+    echo "anchor exit $? ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations)"
+    for dt in ${DTYPES:-float32 float16}; do
+      "$B/tools/streampool" bench --device cuda --dtype "$dt" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
+        --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
+        2>"$OUT/bench_$dt.err" | tee "$OUT/bench_$dt.txt"
+    done
+    ;;
+esac
