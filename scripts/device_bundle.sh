@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine needs to run the tests and benchmarks of build/default into
+# .device/bundle.tar.xz (binaries, libstreampool, and the Debian libraries that machine lacks),
+# and the anchor sources into .device/anchors. On the machine: tar xJf .device/bundle.tar.xz
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .device/stage && mkdir -p .device/stage/.device/lib .device/anchors
+cp ../shared/anchors/*.cpp ../shared/anchors/*.cu ../shared/anchors/*.py .device/anchors/ 2>/dev/null || true
+for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libbenchmark.so.1debian; do
+  cp -L "/usr/lib/x86_64-linux-gnu/$l" .device/stage/.device/lib/
+done
+files=(build/default/libstreampool.so* build/default/tools/streampool build/default/tests/streampool_*_tests
+       build/default/tests/streampool_test_helper build/default/benchmarks/streampool_kernel_bench)
+tar cJf .device/bundle.tar.xz "${files[@]}" -C .device/stage .device/lib
+du -h .device/bundle.tar.xz
