@@ -10,7 +10,7 @@ B=build/default
 OUT=${OUT:-/tmp/streampool-device}
 mkdir -p "$OUT"
 [ -f .device/bundle.tar.xz ] && tar xJf .device/bundle.tar.xz
-export LD_LIBRARY_PATH=$PWD/.device/lib:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 case "${1:-tests}" in
   tests)
