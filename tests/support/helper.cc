@@ -1,6 +1,10 @@
 // Child-process scenarios for the tests: `streampool_test_helper SCENARIO [DEVICE]`.
 // Exit status 0 means the scenario behaved; anything else (or a signal) is a failure.
 
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,7 +116,21 @@ int exhaust() {
 
 }  // namespace
 
+// A crash prints where it happened (the static-destruction tests look for crashes at exit).
+void on_crash(int sig) {
+  void* frames[64];
+  int n = backtrace(frames, 64);
+  const char msg[] = "helper: fatal signal, backtrace:\n";
+  (void)!write(2, msg, sizeof msg - 1);
+  backtrace_symbols_fd(frames, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 int main(int argc, char** argv) {
+  signal(SIGSEGV, on_crash);
+  signal(SIGABRT, on_crash);
+  signal(SIGBUS, on_crash);
   if (argc < 2) {
     std::cerr << "usage: streampool_test_helper SCENARIO [DEVICE]\n";
     return 64;
