@@ -30,7 +30,7 @@ case "${1:-tests}" in
     TORCH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
     g++ -O2 -std=c++20 .device/anchors/libtorch_threads.cpp -o /tmp/libtorch_threads -D_GLIBCXX_USE_CXX11_ABI=1 \
       -I"$TORCH/include" -I"$TORCH/include/torch/csrc/api/include" -I/usr/local/cuda/include \
-      -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda 2>&1 | tail -5
+      -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L/usr/local/cuda/lib64 -lcudart 2>&1 | tail -5
     models=${MODELS:-mlp,encoder,linear4096,conv1d}
     # The anchor may crash in its graph mode (as recorded in WORKLOADS.md): keep what it printed.
     DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>"$OUT/anchor_libtorch.err"

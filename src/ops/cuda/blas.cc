@@ -66,15 +66,19 @@ HandlePool& handle_pool(int device) {
   return pools[device];
 }
 
+struct Plan;
+
 struct ThreadLease {
   struct PerDevice {
     cublasLtHandle_t handle = nullptr;
     std::unordered_map<std::uint32_t, DataPtr> workspaces;  // by stream id
+    std::unordered_map<const Plan*, cublasLtMatmulDesc_t> bias_descs;  // this thread's copies
   };
   std::map<int, PerDevice> devices;
   ~ThreadLease() {
     for (auto& [dev, pd] : devices) {
       pd.workspaces.clear();  // back to the allocator, in each stream's order
+      for (auto& [plan, desc] : pd.bias_descs) cublasLtMatmulDescDestroy(desc);
       if (pd.handle) handle_pool(dev).put(pd.handle);
     }
   }
@@ -207,27 +211,30 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     auto [it, inserted] = plans->emplace(key, p);
     plan = it->second;  // a racing thread's plan is as good; ours is dropped (leaked, small)
   }
-  // The bias pointer differs per call; the descriptor is shared, so each call sets it on a copy.
+  // The bias pointer differs per call and the plan's descriptor is shared by every thread: each
+  // thread keeps its own copy of a biased plan's descriptor and sets the pointer there.
   cublasLtMatmulDesc_t op = plan->op;
-  cublasLtMatmulDesc_t local = nullptr;
   if (key.bias) {
-    cublasComputeType_t compute;
-    cudaDataType_t scale;
-    std::size_t written = 0;
-    LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_COMPUTE_TYPE, &compute, sizeof compute, &written));
-    LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_SCALE_TYPE, &scale, sizeof scale, &written));
-    LT_CHECK(cublasLtMatmulDescCreate(&local, compute, scale));
-    cublasOperation_t ta = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(local, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    op = local;
+    cublasLtMatmulDesc_t& mine = lease.bias_descs[plan];
+    if (!mine) {
+      cublasComputeType_t compute;
+      cudaDataType_t scale;
+      std::size_t written = 0;
+      LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_COMPUTE_TYPE, &compute, sizeof compute,
+                                              &written));
+      LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_SCALE_TYPE, &scale, sizeof scale, &written));
+      LT_CHECK(cublasLtMatmulDescCreate(&mine, compute, scale));
+      cublasOperation_t ta = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    }
+    LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    op = mine;
   }
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = cublasLtMatmul(lease.handle, op, &alpha, b, plan->a, a, plan->b, &beta, c, plan->c, c, plan->c,
                                      &plan->algo, ws->second.get(), kWorkspace, static_cast<cudaStream_t>(stream));
-  if (local) cublasLtMatmulDescDestroy(local);
   if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmul", st);
   if (after != Activation::none || bias_after) {
     bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream);
