@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/streampool-device}
 mkdir -p "$OUT"
 [ -f .device/bundle.tar.xz ] && tar xJf .device/bundle.tar.xz
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 case "${1:-tests}" in
   tests)
     status=0
@@ -33,12 +33,13 @@ case "${1:-tests}" in
       -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L/usr/local/cuda/lib64 -lcudart 2>&1 | tail -5
     models=${MODELS:-mlp,encoder,linear4096,conv1d}
     # The anchor may crash in its graph mode (as recorded in WORKLOADS.md): keep what it printed.
-    DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>"$OUT/anchor_libtorch.err"
+    DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
+    tail -3 /tmp/anchor_libtorch.err
     echo "anchor exit $? ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations)"
     for dt in ${DTYPES:-float32 float16}; do
       "$B/tools/streampool" bench --device cuda --dtype "$dt" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
         --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
-        2>"$OUT/bench_$dt.err" | tee "$OUT/bench_$dt.txt"
+        2>/tmp/bench_$dt.err
     done
     ;;
 esac
