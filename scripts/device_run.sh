@@ -34,8 +34,9 @@ case "${1:-tests}" in
     models=${MODELS:-mlp,encoder,linear4096,conv1d}
     # The anchor may crash in its graph mode (as recorded in WORKLOADS.md): keep what it printed.
     DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
+    rc=$?
     tail -3 /tmp/anchor_libtorch.err
-    echo "anchor exit $? ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations)"
+    echo "anchor exit $rc ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations)"
     for dt in ${DTYPES:-float32 float16}; do
       "$B/tools/streampool" bench --device cuda --dtype "$dt" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
         --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
