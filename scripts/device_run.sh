@@ -33,10 +33,13 @@ case "${1:-tests}" in
       -L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -ltorch_cuda -lc10 -lc10_cuda -L/usr/local/cuda/lib64 -lcudart 2>&1 | tail -5
     models=${MODELS:-mlp,encoder,linear4096,conv1d}
     # The anchor may crash in its graph mode (as recorded in WORKLOADS.md): keep what it printed.
-    DUR=${DUR:-0.6} timeout 300 /tmp/libtorch_threads "$models" >"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
-    rc=$?
-    tail -3 /tmp/anchor_libtorch.err
-    echo "anchor exit $rc ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations)"
+    # One process per model: its graph mode may crash (as WORKLOADS.md records), which would
+    # otherwise lose the models after it.
+    : >"$OUT/anchor_libtorch.jsonl"
+    for m in ${models//,/ }; do
+      DUR=${DUR:-0.6} timeout 240 /tmp/libtorch_threads "$m" >>"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
+      echo "anchor $m: exit $? ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations so far)"
+    done
     for dt in ${DTYPES:-float32 float16}; do
       "$B/tools/streampool" bench --device cuda --dtype "$dt" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
         --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
