@@ -64,17 +64,18 @@ void dispatch(DType dt, F&& f) {
 
 // ---- elementwise ----
 
-template <typename T>
-__global__ void unary_kernel(T* __restrict__ y, const T* __restrict__ x, std::int64_t n, Activation a) {
+template <typename T, Activation a>
+__global__ void unary_kernel(T* __restrict__ y, const T* __restrict__ x, std::int64_t n) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
     y[i] = from_f<T>(act(to_f(x[i]), a));
   }
 }
 
-// 16-byte loads and stores: 4 floats or 8 halves per thread and step.
-template <typename T>
-__global__ void unary_vec_kernel(T* __restrict__ y, const T* __restrict__ x, std::int64_t nvec, Activation a) {
+// 16-byte loads and stores: 4 floats or 8 halves per thread and step. The activation is a
+// template argument: no per-element branch on it.
+template <typename T, Activation a>
+__global__ void unary_vec_kernel(T* __restrict__ y, const T* __restrict__ x, std::int64_t nvec) {
   constexpr int kPer = 16 / sizeof(T);
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < nvec; i += stride) {
@@ -463,15 +464,26 @@ PinnedSlots& pinned_slots() {
 
 }  // namespace
 
+template <typename T, Activation A>
+void launch_unary(void* y, const void* x, std::int64_t n, cudaStream_t s) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (n % kPer == 0 && aligned16(x) && aligned16(y)) {
+    unary_vec_kernel<T, A><<<grid_for(n / kPer, 256), 256, 0, s>>>(static_cast<T*>(y), static_cast<const T*>(x), n / kPer);
+  } else {
+    unary_kernel<T, A><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(y), static_cast<const T*>(x), n);
+  }
+}
+
 void unary(void* y, const void* x, DType dt, std::int64_t n, Activation a, void* stream) {
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
-    constexpr int kPer = 16 / sizeof(T);
-    if (n % kPer == 0 && aligned16(x) && aligned16(y)) {
-      unary_vec_kernel<T><<<grid_for(n / kPer, 256), 256, 0, cs(stream)>>>(static_cast<T*>(y), static_cast<const T*>(x),
-                                                                            n / kPer, a);
-    } else {
-      unary_kernel<T><<<grid_for(n, 256), 256, 0, cs(stream)>>>(static_cast<T*>(y), static_cast<const T*>(x), n, a);
+    switch (a) {
+      case Activation::none: launch_unary<T, Activation::none>(y, x, n, cs(stream)); break;
+      case Activation::relu: launch_unary<T, Activation::relu>(y, x, n, cs(stream)); break;
+      case Activation::gelu: launch_unary<T, Activation::gelu>(y, x, n, cs(stream)); break;
+      case Activation::gelu_tanh: launch_unary<T, Activation::gelu_tanh>(y, x, n, cs(stream)); break;
+      case Activation::silu: launch_unary<T, Activation::silu>(y, x, n, cs(stream)); break;
+      case Activation::tanh: launch_unary<T, Activation::tanh>(y, x, n, cs(stream)); break;
     }
   });
   check("activation");
