@@ -6,7 +6,8 @@
 // [Process lifetime]). Workspaces are keyed by (handle, stream): the lease keeps one per stream
 // it has run on, allocated from the caching allocator on that stream, so work on the stream is
 // ordered with every use of it. Chosen algorithms are cached per problem, shared by all threads
-// behind a reader-writer lock (written once per new problem, read on every GEMM).
+// behind a reader-writer lock (written once per new problem), and each thread keeps its own
+// copy of the map so that the lock is taken only at a thread's first use of a problem.
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -174,8 +175,12 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     ws = lease.workspaces.emplace(sid, allocate(device, kWorkspace, &s)).first;
   }
 
+  // This thread's view of the plan cache first: no shared cache line is written on the hot path.
+  thread_local std::unordered_map<Problem, Plan*, ProblemHash> tls_plans;
   Plan* plan = nullptr;
-  {
+  if (auto mine = tls_plans.find(key); mine != tls_plans.end()) {
+    plan = mine->second;
+  } else {
     std::shared_lock<std::shared_mutex> lock(plans_mu);
     auto it = plans->find(key);
     if (it != plans->end()) plan = it->second;
@@ -211,6 +216,7 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     auto [it, inserted] = plans->emplace(key, p);
     plan = it->second;  // a racing thread's plan is as good; ours is dropped (leaked, small)
   }
+  tls_plans.emplace(key, plan);
   // The bias pointer differs per call and the plan's descriptor is shared by every thread: each
   // thread keeps its own copy of a biased plan's descriptor and sets the pointer there.
   cublasLtMatmulDesc_t op = plan->op;
