@@ -15,14 +15,13 @@ using namespace streampool;
 
 namespace {
 
-class StressTest : public testing::TestWithParam<std::string> {
+class StressTest : public test::DeviceTest {
  protected:
   void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
+    test::DeviceTest::SetUp();
+    if (IsSkipped()) return;
     pool = streams_per_device() - 1;
   }
-  Device device;
   int pool = 0;
 };
 

@@ -18,6 +18,16 @@ bool skip_unless_available(const std::string& name);
 inline std::string param_name(const testing::TestParamInfo<std::string>& info) { return info.param; }
 #define STREAMPOOL_DEVICES testing::Values(std::string("cpu"), std::string("cuda"))
 
+// Suites parameterized over STREAMPOOL_DEVICES: skips where the device is not usable here.
+class DeviceTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
+    device = device_for(GetParam());
+  }
+  Device device;
+};
+
 // A device buffer of `n` floats; submit() fills it with out[i] = i * scale + shift on the
 // stream (a kernel on CUDA, a host task on the CPU) and copies it back; check() waits for
 // the stream and verifies every element. Each Work owns its memory, so threads never share.

@@ -18,11 +18,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class AllocatorTest : public testing::TestWithParam<std::string> {
+class AllocatorTest : public test::DeviceTest {
  protected:
   void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
+    test::DeviceTest::SetUp();
+    if (IsSkipped()) return;
     synchronize(device);
     empty_cache(device);
     baseline = memory_stats(device);
@@ -38,7 +38,6 @@ class AllocatorTest : public testing::TestWithParam<std::string> {
       if (x != value) return false;
     return true;
   }
-  Device device;
   MemoryStats baseline;
 };
 

@@ -26,11 +26,11 @@ constexpr int kIters = 10;
 constexpr int kIters = 100;
 #endif
 
-class ConcurrencyTest : public testing::TestWithParam<std::string> {
+class ConcurrencyTest : public test::DeviceTest {
  protected:
   void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
+    test::DeviceTest::SetUp();
+    if (IsSkipped()) return;
     dir = test::source_dir() + "/tests/data/golden";
   }
   // Every thread runs the case `iters` times; all outputs must equal the main thread's bits.
@@ -77,7 +77,6 @@ class ConcurrencyTest : public testing::TestWithParam<std::string> {
     EXPECT_EQ(errors, 0);
     EXPECT_EQ(mismatches, 0) << case_name << " with " << threads << " threads";
   }
-  Device device;
   std::string dir;
 };
 

@@ -13,13 +13,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class EventTest : public testing::TestWithParam<std::string> {
+class EventTest : public test::DeviceTest {
  protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
-  Device device;
   Stream pool_stream(int k) { return Stream(device, static_cast<std::uint32_t>(1 + k % (streams_per_device() - 1))); }
 };
 

@@ -19,11 +19,11 @@ using namespace streampool;
 
 namespace {
 
-class ForkTest : public testing::TestWithParam<std::string> {
+class ForkTest : public test::DeviceTest {
  protected:
   void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
+    test::DeviceTest::SetUp();
+    if (IsSkipped()) return;
     test::Work w(device);
     ASSERT_EQ(w.run_once(0.5f), 0u);  // the parent has used the device before forking
   }

@@ -12,14 +12,7 @@ using namespace streampool;
 
 namespace {
 
-class ModulesTest : public testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
-  Device device;
-};
+class ModulesTest : public test::DeviceTest {};
 
 nn::StateDict mlp_state() {
   const Device cpu(DeviceKind::cpu);

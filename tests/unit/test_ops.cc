@@ -11,12 +11,8 @@ using namespace streampool;
 
 namespace {
 
-class OpsTest : public testing::TestWithParam<std::string> {
+class OpsTest : public test::DeviceTest {
  protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
   static void expect_close(const std::vector<float>& got, const std::vector<double>& ref, double tol, const char* what) {
     ASSERT_EQ(got.size(), ref.size()) << what;
     double worst = 0;
@@ -26,7 +22,6 @@ class OpsTest : public testing::TestWithParam<std::string> {
     }
     EXPECT_LE(worst, tol) << what;
   }
-  Device device;
 };
 
 double act_ref(double x, Activation a) {

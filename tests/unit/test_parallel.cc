@@ -13,12 +13,8 @@ using namespace streampool;
 
 namespace {
 
-class SimpleParallelTest : public testing::TestWithParam<std::string> {
+class SimpleParallelTest : public test::DeviceTest {
  protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
   void run(int threads, int iterations) {
     std::atomic<int> wrong{0};
     std::vector<std::thread> pool;

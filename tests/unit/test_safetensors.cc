@@ -18,14 +18,7 @@ namespace {
 const fs::path kGolden = fs::path(test::source_dir()) / "tests/data/golden";
 const fs::path kCorpus = fs::path(test::source_dir()) / "tests/fuzz/corpus";
 
-class SafetensorsTest : public testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
-  Device device;
-};
+class SafetensorsTest : public test::DeviceTest {};
 
 std::vector<float> load_f(const SafetensorsFile& f, const std::string& name, const Device& d) {
   return f.load(name, d).to_vector<float>();

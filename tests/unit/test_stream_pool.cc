@@ -17,15 +17,14 @@ using test::Work;
 
 namespace {
 
-class StreamPoolTest : public testing::TestWithParam<std::string> {
+class StreamPoolTest : public test::DeviceTest {
  protected:
   void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
+    test::DeviceTest::SetUp();
+    if (IsSkipped()) return;
     pool = streams_per_device() - 1;
     ASSERT_EQ(leased_stream_count(device), 0) << "a previous test leaked a lease";
   }
-  Device device;
   int pool = 0;
 };
 

@@ -12,18 +12,13 @@ using namespace streampool;
 
 namespace {
 
-class TensorTest : public testing::TestWithParam<std::string> {
+class TensorTest : public test::DeviceTest {
  protected:
-  void SetUp() override {
-    if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
-    device = test::device_for(GetParam());
-  }
   Tensor iota(const Shape& shape) {
     std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
     std::iota(v.begin(), v.end(), 0.0f);
     return from_vector(v, shape, device);
   }
-  Device device;
 };
 
 }  // namespace
