@@ -82,6 +82,10 @@ class Backend {
   virtual void* allocate(const Device& device, std::size_t bytes) = 0;
   virtual void* try_allocate(const Device& device, std::size_t bytes) = 0;
   virtual void deallocate(const Device& device, void* ptr) = 0;
+  // Page-locked host memory, for truly asynchronous transfers; nullptr where the backend has
+  // none (the CPU) or the system refuses.
+  virtual void* allocate_pinned(std::size_t) { return nullptr; }
+  virtual void deallocate_pinned(void*) {}
   // Asynchronous copy in `stream` order; either side may be host memory.
   virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& stream) = 0;
   virtual DeviceProperties properties(int index) = 0;

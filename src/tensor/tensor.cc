@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/runtime.h"
+#include "memory/pinned_staging.h"
 #include "streampool/error.h"
 #include "streampool/event.h"
 #include "streampool/stream_pool.h"
@@ -309,7 +310,11 @@ void Tensor::copy_from(const Tensor& src) {
       detail::StreamImpl& cpu = s.device.kind == DeviceKind::cpu ? src_stream : dst_stream;
       detail::StreamImpl& gpu = s.device.kind == DeviceKind::cpu ? dst_stream : src_stream;
       cpu.synchronize();
-      detail::device_pool(gpu.stream.device()).backend.copy_async(landing.data_ptr(), dense_src.data_ptr(), bytes, gpu);
+      detail::Backend& gb = detail::device_pool(gpu.stream.device()).backend;
+      const bool staged = s.device.kind == DeviceKind::cpu
+                              ? detail::staged_upload(gb, landing.data_ptr(), dense_src.data_ptr(), bytes, gpu)
+                              : detail::staged_download(gb, landing.data_ptr(), dense_src.data_ptr(), bytes, gpu);
+      if (!staged) gb.copy_async(landing.data_ptr(), dense_src.data_ptr(), bytes, gpu);
       if (d.device.kind == DeviceKind::cpu) gpu.synchronize();
     } else {
       Event ready;
@@ -350,7 +355,10 @@ void Tensor::copy_to_host(void* dst, std::size_t bytes) const {
   }
   Tensor c = contiguous();
   detail::StreamImpl& s = current_impl(device());
-  if (bytes > 0) detail::device_pool(device()).backend.copy_async(dst, c.data_ptr(), bytes, s);
+  detail::Backend& b = detail::device_pool(device()).backend;
+  if (bytes > 0 && !(device().kind != DeviceKind::cpu && detail::staged_download(b, dst, c.data_ptr(), bytes, s))) {
+    b.copy_async(dst, c.data_ptr(), bytes, s);
+  }
   s.synchronize();
 }
 
@@ -407,8 +415,10 @@ Tensor from_host(const void* data, std::size_t bytes, const Shape& shape, DType 
     void* dst = t.data_ptr();
     s.enqueue_host("from_host", [staged, dst] { std::memcpy(dst, staged->data(), staged->size()); });
   } else {
-    // A pageable host-to-device copy returns once the source has been staged.
-    detail::device_pool(device).backend.copy_async(t.data_ptr(), data, need, s);
+    // Large copies go through a pinned buffer (Note [Pinned staging]); a pageable
+    // host-to-device copy also returns only once the source has been staged.
+    detail::Backend& b = detail::device_pool(device).backend;
+    if (!detail::staged_upload(b, t.data_ptr(), data, need, s)) b.copy_async(t.data_ptr(), data, need, s);
   }
   return t;
 }

@@ -236,6 +236,17 @@ class CudaBackend final : public Backend {
     STREAMPOOL_CUDA_CHECK(cudaFree(p), d.str());
   }
 
+  void* allocate_pinned(std::size_t bytes) override {
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return p;
+  }
+
+  void deallocate_pinned(void* p) override { (void)cudaFreeHost(p); }
+
   void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& s) override {
     auto& cs = static_cast<CudaStream&>(s);
     cs.note_op("copy");
