@@ -125,6 +125,8 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   stop = true;
+  // Resident memory while the threads still live, so that their stacks count on both sides.
+  const double host_at_end = rss_mb();
   for (auto& th : pool) th.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
   for (const auto& e : errors) {
@@ -148,7 +150,7 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
   r.dev_peak_mb = static_cast<double>(ms.reserved_peak) / 1e6;
   r.dev_growth_mb = (static_cast<double>(ms.reserved_bytes) - static_cast<double>(dev_after_warm)) / 1e6;
   r.host_peak_mb = peak_rss_mb();
-  r.host_growth_mb = rss_mb() - host_after_warm;
+  r.host_growth_mb = host_at_end - host_after_warm;
   if (!(r.max_err <= tolerance(dt))) {
     r.ok = false;
     r.error = "output differs from the single-thread reference by " + std::to_string(r.max_err);
