@@ -2,7 +2,10 @@
 //
 // Note [Allocator locking]
 // Each device has its own DeviceAllocator with one mutex guarding its pools, pending frees,
-// blocks and statistics. Threads on different devices never contend; threads on one device
+// blocks and statistics. In front of it, each stream keeps up to 16 small blocks it freed
+// (FrontCache, under the stream's own lock): a steady request loop allocates and frees the same
+// sizes on its own stream and then never touches the device lock. The device lock is taken
+// before a front-cache lock (flush), never after. Threads on different devices never contend; threads on one device
 // hold the lock only for the bookkeeping of one allocate or free (a few set operations), plus
 // the rare raw device allocation on a cache miss. Events recorded for record_stream are
 // created and queried under the lock: recording takes only the stream's own queue lock, and no
@@ -38,6 +41,7 @@ struct Block {
   Block* next = nullptr;
   Pool* pool = nullptr;
   std::vector<std::uint32_t> stream_uses;  // record_stream streams other than stream_id
+  std::atomic<bool> has_uses{false};       // stream_uses is not empty (read by the fast free path)
 };
 
 struct BlockLess {
@@ -76,7 +80,8 @@ std::size_t segment_size(std::size_t size) {
 
 class DeviceAllocator {
  public:
-  explicit DeviceAllocator(DevicePool& pool) : device_(pool.device), pool_(pool) {
+  explicit DeviceAllocator(DevicePool& pool)
+      : device_(pool.device), pool_(pool), front_(new FrontCache[static_cast<std::size_t>(pool.size)]) {
     small_.small = true;
     const Settings& s = settings();
     no_caching_ = s.no_caching;
@@ -89,6 +94,20 @@ class DeviceAllocator {
   }
 
   Block* allocate(std::size_t bytes, std::uint32_t stream_id) {
+    if (!no_caching_ && bytes <= kSmallSize) {
+      // Fast path: a block this stream freed recently, under the stream's own lock.
+      const std::size_t size = round_size(bytes);
+      FrontCache& fc = front_[stream_id];
+      std::lock_guard<std::mutex> lock(fc.mu);
+      for (std::size_t i = fc.blocks.size(); i-- > 0;) {
+        if (fc.blocks[i]->size != size) continue;
+        Block* b = fc.blocks[i];
+        fc.blocks[i] = fc.blocks.back();
+        fc.blocks.pop_back();
+        count_alloc(b->size);
+        return b;
+      }
+    }
     std::unique_lock<std::mutex> lock(mu_);
     if (bytes > (std::size_t{1} << 50)) {
       ++stats_.ooms;
@@ -100,17 +119,26 @@ class DeviceAllocator {
     if (!block) block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
     if (!no_caching_) block = split(block, size);
     block->allocated = true;
-    stats_.allocated_bytes += block->size;
-    stats_.allocated_peak = std::max(stats_.allocated_peak, stats_.allocated_bytes);
-    ++stats_.allocations;
+    count_alloc(block->size);
     return block;
   }
 
   void free(Block* block) {
+    if (!no_caching_ && block->size <= kSmallSize && !block->has_uses.load(std::memory_order_acquire)) {
+      // Fast path: keep it for this stream's next allocation of the same size. Reuse on the
+      // allocating stream is ordered (Note [Stream-ordered reuse]); the block stays "in use" for
+      // the pools until flushed (release_cached).
+      FrontCache& fc = front_[block->stream_id];
+      std::lock_guard<std::mutex> lock(fc.mu);
+      if (fc.blocks.size() < kFrontMax) {
+        fc.blocks.push_back(block);
+        count_free(block->size);
+        return;
+      }
+    }
     std::lock_guard<std::mutex> lock(mu_);
     block->allocated = false;
-    stats_.allocated_bytes -= block->size;
-    ++stats_.frees;
+    count_free(block->size);
     if (block->stream_uses.empty() && !no_caching_) {
       release_to_pool(block);
       return;
@@ -120,6 +148,7 @@ class DeviceAllocator {
     // allocating stream's own work must finish first too.
     std::vector<std::uint32_t> users = std::move(block->stream_uses);
     block->stream_uses.clear();
+    block->has_uses.store(false, std::memory_order_relaxed);
     if (no_caching_) users.push_back(block->stream_id);
     for (std::uint32_t id : users) {
       std::shared_ptr<EventImpl> event = pool_.backend.create_event(device_, false);
@@ -135,6 +164,7 @@ class DeviceAllocator {
     if (stream_id == block->stream_id) return;
     if (std::find(block->stream_uses.begin(), block->stream_uses.end(), stream_id) == block->stream_uses.end()) {
       block->stream_uses.push_back(stream_id);
+      block->has_uses.store(true, std::memory_order_release);
     }
   }
 
@@ -147,13 +177,17 @@ class DeviceAllocator {
   MemoryStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
     MemoryStats s = stats_;
+    s.allocated_bytes = allocated_.load(std::memory_order_relaxed);
+    s.allocated_peak = allocated_peak_.load(std::memory_order_relaxed);
+    s.allocations = allocations_.load(std::memory_order_relaxed);
+    s.frees = frees_.load(std::memory_order_relaxed);
     s.limit_bytes = limit_;
     return s;
   }
 
   void reset_peaks() {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.allocated_peak = stats_.allocated_bytes;
+    allocated_peak_.store(allocated_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     stats_.reserved_peak = stats_.reserved_bytes;
   }
 
@@ -171,6 +205,41 @@ class DeviceAllocator {
     std::shared_ptr<EventImpl> event;  // shared: a waiter may hold it while the lock is released
     Block* block;
   };
+
+  // Small blocks freed without other streams' uses, kept per stream for its next allocation of
+  // the same size, so the common allocate/free pair never takes the device lock.
+  struct FrontCache {
+    std::mutex mu;  // guards blocks; contended only when threads share a stream
+    std::vector<Block*> blocks;
+  };
+  static constexpr std::size_t kFrontMax = 16;
+
+  void count_alloc(std::size_t size) {
+    const std::size_t now = allocated_.fetch_add(size, std::memory_order_relaxed) + size;
+    std::size_t peak = allocated_peak_.load(std::memory_order_relaxed);
+    while (now > peak && !allocated_peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+    allocations_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void count_free(std::size_t size) {
+    allocated_.fetch_sub(size, std::memory_order_relaxed);
+    frees_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Moves every stream's front cache back into the pools (device lock held).
+  void flush_front() {
+    for (int id = 0; id < pool_.size; ++id) {
+      std::vector<Block*> blocks;
+      {
+        std::lock_guard<std::mutex> lock(front_[id].mu);
+        blocks.swap(front_[id].blocks);
+      }
+      for (Block* b : blocks) {
+        b->allocated = false;
+        release_to_pool(b);
+      }
+    }
+  }
 
   Pool& pool_for(std::size_t size) { return size <= kSmallSize ? small_ : large_; }
 
@@ -304,6 +373,7 @@ class DeviceAllocator {
   // be in use by work of its stream queued before its free (reuse on that stream is ordered,
   // but the device is not), so each such stream is waited for first, with the lock released.
   void release_cached(std::unique_lock<std::mutex>& lock) {
+    flush_front();
     std::vector<Block*> victims;
     std::vector<std::uint32_t> streams;
     for (Pool* pool : {&small_, &large_}) {
@@ -351,16 +421,21 @@ class DeviceAllocator {
       msg << "Device total " << format_bytes(p.total_memory) << ", free " << format_bytes(p.free_memory) << "; ";
     } catch (const std::exception&) {
     }
+    const std::size_t allocated = allocated_.load(std::memory_order_relaxed);
     msg << "limit " << (limit_ ? format_bytes(limit_) + " (STREAMPOOL_MEMORY_LIMIT / set_memory_limit)" : "none")
-        << "; this allocator holds " << format_bytes(stats_.allocated_bytes) << " allocated and "
+        << "; this allocator holds " << format_bytes(allocated) << " allocated and "
         << format_bytes(stats_.reserved_bytes) << " reserved ("
-        << format_bytes(stats_.reserved_bytes - std::min(stats_.reserved_bytes, stats_.allocated_bytes))
+        << format_bytes(stats_.reserved_bytes - std::min(stats_.reserved_bytes, allocated))
         << " cached or fragmented).";
     throw OutOfMemoryError(msg.str());
   }
 
   const Device device_;
   DevicePool& pool_;
+  std::unique_ptr<FrontCache[]> front_;  // one per stream id, each with its own lock
+  // Counters updated on the fast paths too, hence atomic rather than under mu_.
+  std::atomic<std::size_t> allocated_{0}, allocated_peak_{0};
+  std::atomic<std::uint64_t> allocations_{0}, frees_{0};
   std::mutex mu_;  // guards everything below: Note [Allocator locking]
   Pool small_, large_;
   std::deque<Pending> pending_;
@@ -394,6 +469,7 @@ DataPtr allocate(const Device& device, std::size_t bytes, const Stream* stream) 
   if (s.device() != device) {
     throw InvalidArgument("allocate: stream " + s.str() + " is not on " + device.str());
   }
+  (void)detail::stream_impl(s);  // validates the stream id
   DataPtr out;
   out.block_ = a.allocate(bytes, s.id());
   out.ptr_ = out.block_->ptr;
