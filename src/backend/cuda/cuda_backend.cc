@@ -1,5 +1,6 @@
 // CUDA backend: non-blocking cudaStream_t's, events from a per-device pool.
 
+#include "core/exit_gate.h"
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -58,6 +59,7 @@ CudaEventPool& event_pool(int device) {
 class CudaStream final : public StreamImpl {
  public:
   explicit CudaStream(const Stream& s) : StreamImpl(s) {
+    STREAMPOOL_CUDA_SCOPE;
     CudaDeviceGuard guard(s.device().index);
     // Non-blocking: never implicitly synchronizes with the legacy default stream, so threads
     // never serialize each other through it. Id 0 is such a stream too.
@@ -65,6 +67,7 @@ class CudaStream final : public StreamImpl {
   }
 
   void enqueue_host(const char* op, std::function<void()> task) override {
+    STREAMPOOL_CUDA_SCOPE;
     note_op(op);
     auto* t = new HostTask{this, op, std::move(task), host_submitted_.fetch_add(1, std::memory_order_relaxed) + 1};
     cudaError_t st = cudaLaunchHostFunc(handle_, &HostTask::run, t);
@@ -75,6 +78,7 @@ class CudaStream final : public StreamImpl {
   }
 
   bool query() override {
+    STREAMPOOL_CUDA_SCOPE;
     cudaError_t st = cudaStreamQuery(handle_);
     if (st == cudaSuccess) return true;
     if (st == cudaErrorNotReady) return false;
@@ -82,6 +86,7 @@ class CudaStream final : public StreamImpl {
   }
 
   void synchronize() override {
+    STREAMPOOL_CUDA_SCOPE;
     cudaError_t st = cudaStreamSynchronize(handle_);
     if (st != cudaSuccess) throw_cuda("cudaStreamSynchronize", st, context());
     if (auto e = errors.take()) std::rethrow_exception(e);
@@ -131,12 +136,18 @@ class CudaStream final : public StreamImpl {
   std::atomic<std::uint64_t> failed_seq_{0};
 };
 
+cudaEvent_t checked_event(const Device& d, bool timing) {
+  STREAMPOOL_CUDA_SCOPE;
+  return event_pool(d.index).get(d.index, timing);
+}
+
 class CudaEvent final : public EventImpl {
  public:
-  CudaEvent(const Device& d, bool timing) : EventImpl(d, timing), event_(event_pool(d.index).get(d.index, timing)) {}
+  CudaEvent(const Device& d, bool timing) : EventImpl(d, timing), event_(checked_event(d, timing)) {}
   ~CudaEvent() override { event_pool(device.index).put(event_, timing); }
 
   void record(StreamImpl& s) override {
+    STREAMPOOL_CUDA_SCOPE;
     auto& cs = static_cast<CudaStream&>(s);
     STREAMPOOL_CUDA_CHECK(cudaEventRecord(event_, cs.handle()), cs.context());
     std::lock_guard<std::mutex> lock(mu_);
@@ -145,6 +156,7 @@ class CudaEvent final : public EventImpl {
   }
 
   bool query() override {
+    STREAMPOOL_CUDA_SCOPE;
     cudaError_t st = cudaEventQuery(event_);
     if (st == cudaSuccess) return true;
     if (st == cudaErrorNotReady) return false;
@@ -152,6 +164,7 @@ class CudaEvent final : public EventImpl {
   }
 
   void synchronize() override {
+    STREAMPOOL_CUDA_SCOPE;
     STREAMPOOL_CUDA_CHECK(cudaEventSynchronize(event_), device.str());
     CudaStream* s;
     std::uint64_t seq;
@@ -167,6 +180,7 @@ class CudaEvent final : public EventImpl {
   }
 
   double elapsed_ms(EventImpl& end) override {
+    STREAMPOOL_CUDA_SCOPE;
     float ms = 0;
     STREAMPOOL_CUDA_CHECK(cudaEventElapsedTime(&ms, event_, static_cast<CudaEvent&>(end).event_), device.str());
     return ms;
@@ -182,6 +196,7 @@ class CudaEvent final : public EventImpl {
 };
 
 void CudaStream::wait(EventImpl& event) {
+    STREAMPOOL_CUDA_SCOPE;
   STREAMPOOL_CUDA_CHECK(cudaStreamWaitEvent(handle_, static_cast<CudaEvent&>(event).handle(), 0), context());
 }
 
@@ -206,13 +221,18 @@ class CudaBackend final : public Backend {
     return count_;
   }
 
-  std::unique_ptr<StreamImpl> create_stream(const Stream& s) override { return std::make_unique<CudaStream>(s); }
+  std::unique_ptr<StreamImpl> create_stream(const Stream& s) override {
+    auto stream = std::make_unique<CudaStream>(s);
+    install_exit_gate();  // after the CUDA runtime is up: Note [Exit while threads work]
+    return stream;
+  }
 
   std::unique_ptr<EventImpl> create_event(const Device& d, bool timing) override {
     return std::make_unique<CudaEvent>(d, timing);
   }
 
   void* allocate(const Device& d, std::size_t bytes) override {
+    STREAMPOOL_CUDA_SCOPE;
     CudaDeviceGuard guard(d.index);
     void* p = nullptr;
     STREAMPOOL_CUDA_CHECK(cudaMalloc(&p, bytes), d.str() + " (" + std::to_string(bytes) + " bytes)");
@@ -220,6 +240,7 @@ class CudaBackend final : public Backend {
   }
 
   void* try_allocate(const Device& d, std::size_t bytes) override {
+    STREAMPOOL_CUDA_SCOPE;
     CudaDeviceGuard guard(d.index);
     void* p = nullptr;
     cudaError_t st = cudaMalloc(&p, bytes);
@@ -232,11 +253,13 @@ class CudaBackend final : public Backend {
   }
 
   void deallocate(const Device& d, void* p) override {
+    STREAMPOOL_CUDA_SCOPE;
     CudaDeviceGuard guard(d.index);
     STREAMPOOL_CUDA_CHECK(cudaFree(p), d.str());
   }
 
   void* allocate_pinned(std::size_t bytes) override {
+    STREAMPOOL_CUDA_SCOPE;
     void* p = nullptr;
     if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
       (void)cudaGetLastError();
@@ -245,15 +268,20 @@ class CudaBackend final : public Backend {
     return p;
   }
 
-  void deallocate_pinned(void* p) override { (void)cudaFreeHost(p); }
+  void deallocate_pinned(void* p) override {
+    STREAMPOOL_CUDA_SCOPE;
+    (void)cudaFreeHost(p);
+  }
 
   void copy_async(void* dst, const void* src, std::size_t bytes, StreamImpl& s) override {
+    STREAMPOOL_CUDA_SCOPE;
     auto& cs = static_cast<CudaStream&>(s);
     cs.note_op("copy");
     STREAMPOOL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cs.handle()), cs.context());
   }
 
   DeviceProperties properties(int index) override {
+    STREAMPOOL_CUDA_SCOPE;
     CudaDeviceGuard guard(index);
     cudaDeviceProp prop{};
     std::string dev = "cuda:" + std::to_string(index);
@@ -275,6 +303,7 @@ class CudaBackend final : public Backend {
   }
 
   void self_test(StreamImpl& s) override {
+    STREAMPOOL_CUDA_SCOPE;
     constexpr int n = 1 << 20;
     auto& cs = static_cast<CudaStream&>(s);
     Device d = s.stream.device();

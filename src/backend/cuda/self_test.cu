@@ -1,4 +1,5 @@
 // The kernel of the CUDA backend's self-test.
+#include "core/exit_gate.h"
 #include <cuda_runtime.h>
 
 namespace streampool::detail {
@@ -12,6 +13,7 @@ __global__ void affine_iota(float* out, int n, float scale, float shift) {
 }  // namespace
 
 cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream) {
+    STREAMPOOL_CUDA_SCOPE;
   affine_iota<<<(n + 255) / 256, 256, 0, stream>>>(out, n, scale, shift);
   return cudaGetLastError();
 }

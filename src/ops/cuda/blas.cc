@@ -9,6 +9,7 @@
 // behind a reader-writer lock (written once per new problem), and each thread keeps its own
 // copy of the map so that the lock is taken only at a thread's first use of a problem.
 
+#include "core/exit_gate.h"
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -144,6 +145,7 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
 void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
           const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
           const void* bias, Activation act, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   // Row-major C = A @ op(B) is column-major C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B.
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   Activation after = act;  // what still needs a pass of our own after the GEMM

@@ -1,5 +1,6 @@
 // CUDA kernels of the ops, for float32, float16 and bfloat16 (float32 arithmetic inside).
 
+#include "core/exit_gate.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -514,6 +515,7 @@ void launch_unary(void* y, const void* x, std::int64_t n, cudaStream_t s) {
 }
 
 void unary(void* y, const void* x, DType dt, std::int64_t n, Activation a, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     switch (a) {
@@ -529,6 +531,7 @@ void unary(void* y, const void* x, DType dt, std::int64_t n, Activation a, void*
 }
 
 void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc, BinaryOp op, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     constexpr int kPer = 16 / sizeof(T);
@@ -551,6 +554,7 @@ void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc
 
 void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, const void* bias, Activation a,
                      void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     bias_act_kernel<T><<<grid_for(rows * cols, 256), 256, 0, cs(stream)>>>(static_cast<T*>(y), rows, cols,
@@ -560,6 +564,7 @@ void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, co
 }
 
 void softmax_rows(void* y, const void* x, DType dt, std::int64_t rows, std::int64_t n, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   if (n * sizeof(float) > 96 * 1024) throw InvalidArgument("softmax: rows longer than 24576 are not supported on CUDA");
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -578,6 +583,7 @@ void softmax_rows(void* y, const void* x, DType dt, std::int64_t rows, std::int6
 
 void layer_norm_rows(void* y, const void* x, const void* w, const void* b, DType dt, std::int64_t rows, std::int64_t n,
                      float eps, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   if (n * sizeof(float) > 96 * 1024) throw InvalidArgument("layer_norm: rows longer than 24576 are not supported on CUDA");
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -598,6 +604,7 @@ void layer_norm_rows(void* y, const void* x, const void* w, const void* b, DType
 }
 
 void attention(const AttentionArgs& a, DType dt, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dim3 grid((a.sq + kAttnWarps - 1) / kAttnWarps, a.batch * a.heads);
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -611,6 +618,7 @@ void attention(const AttentionArgs& a, DType dt, void* stream) {
 
 void embedding(void* out, const std::int64_t* ids, std::int64_t count, const void* weight, DType dt, std::int64_t num,
                std::int64_t dim, const Device& dev, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   // Out-of-range ids: the kernel writes zeros and raises a flag, copied to pinned memory and
   // checked by a host task, which turns it into the stream's asynchronous error.
   Tensor flag = zeros({1}, DType::int32, dev);
@@ -635,6 +643,7 @@ void embedding(void* out, const std::int64_t* ids, std::int64_t count, const voi
 }
 
 void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64_t n, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     max_abs_diff_kernel<T><<<std::min(grid_for(n, 256), 264u), 256, 0, cs(stream)>>>(acc, static_cast<const T*>(a),
@@ -645,6 +654,7 @@ void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64
 
 void im2col(void* cols, const void* x, DType dt, int batch, int cin, int len, int kernel, int stride, int padding,
             int lout, void* stream) {
+    STREAMPOOL_CUDA_SCOPE;
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     im2col_kernel<T><<<grid_for(static_cast<std::int64_t>(batch) * cin * kernel * lout, 256), 256, 0, cs(stream)>>>(

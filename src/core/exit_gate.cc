@@ -1,0 +1,93 @@
+#include "core/exit_gate.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "streampool/error.h"
+
+namespace streampool::detail {
+namespace {
+
+struct alignas(64) Slot {
+  std::atomic<int> depth{0};  // CUDA calls this thread is inside (nested scopes count)
+};
+
+std::mutex slots_mu;                              // guards all_slots, free_slots
+std::vector<Slot*>* all_slots = new std::vector<Slot*>;   // never destroyed: read at exit
+std::vector<Slot*>* free_slots = new std::vector<Slot*>;  // slots of threads that ended
+std::atomic<bool> closing{false};
+std::atomic<std::thread::id> exiting_thread{};
+
+// The calling thread's slot, taken at its first CUDA call and handed back when it ends. The
+// pointer is trivially destructible, so it stays usable while thread_locals are torn down.
+thread_local Slot* tls_slot = nullptr;
+
+struct SlotReturn {
+  void arm() {}
+  ~SlotReturn() {
+    if (!tls_slot) return;
+    std::lock_guard<std::mutex> lock(slots_mu);
+    free_slots->push_back(tls_slot);
+    tls_slot = nullptr;
+  }
+};
+thread_local SlotReturn tls_return;
+
+Slot* my_slot() {
+  if (!tls_slot) {
+    std::lock_guard<std::mutex> lock(slots_mu);
+    if (!free_slots->empty()) {
+      tls_slot = free_slots->back();
+      free_slots->pop_back();
+    } else {
+      tls_slot = new Slot;
+      all_slots->push_back(tls_slot);
+    }
+    tls_return.arm();
+  }
+  return tls_slot;
+}
+
+void on_exit() {
+  exiting_thread.store(std::this_thread::get_id(), std::memory_order_seq_cst);
+  closing.store(true, std::memory_order_seq_cst);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    bool busy = false;
+    {
+      std::lock_guard<std::mutex> lock(slots_mu);
+      for (Slot* s : *all_slots) {
+        // The exiting thread's own slot may be inside a call that is running this handler.
+        busy |= s != tls_slot && s->depth.load(std::memory_order_seq_cst) > 0;
+      }
+    }
+    if (!busy || std::chrono::steady_clock::now() > deadline) return;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+}  // namespace
+
+CudaCallScope::CudaCallScope() {
+  Slot* s = my_slot();
+  slot_ = s;
+  const int depth = s->depth.fetch_add(1, std::memory_order_seq_cst);
+  if (depth == 0 && closing.load(std::memory_order_seq_cst) &&
+      exiting_thread.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+    s->depth.fetch_sub(1, std::memory_order_release);
+    throw Error("streampool: the process is exiting; CUDA work is refused (Note [Exit while threads work])");
+  }
+}
+
+CudaCallScope::~CudaCallScope() { static_cast<Slot*>(slot_)->depth.fetch_sub(1, std::memory_order_release); }
+
+void install_exit_gate() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(&on_exit); });
+}
+
+}  // namespace streampool::detail

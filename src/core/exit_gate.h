@@ -1,0 +1,31 @@
+#pragma once
+// Note [Exit while threads work]
+// exit() runs atexit handlers and static destructors while other threads may be inside CUDA
+// calls, and the CUDA runtime's own exit-time teardown (module unregistration, context
+// destruction) can crash such a thread (seen: a segfault in about 1 of 800 exits with eight
+// threads mid-work). At the first CUDA use the runtime registers an atexit handler - after the
+// CUDA runtime registered its own, so ours runs first - that closes a gate: from then on a
+// thread that starts a CUDA call gets an Error instead (except the exiting thread itself, so
+// that user atexit handlers may still synchronize), and the handler waits, at most two
+// seconds, until no thread is inside a CUDA call. Each thread counts its own depth in its own
+// cache line: the hot path writes no shared memory.
+
+namespace streampool::detail {
+
+class CudaCallScope {
+ public:
+  CudaCallScope();  // throws Error once the process is exiting (outermost scope only)
+  ~CudaCallScope();
+  CudaCallScope(const CudaCallScope&) = delete;
+  CudaCallScope& operator=(const CudaCallScope&) = delete;
+
+ private:
+  void* slot_;
+};
+
+// Registers the exit handler (once); called after the CUDA runtime is initialized.
+void install_exit_gate();
+
+}  // namespace streampool::detail
+
+#define STREAMPOOL_CUDA_SCOPE ::streampool::detail::CudaCallScope streampool_cuda_scope_
