@@ -20,6 +20,7 @@ std::mutex slots_mu;                              // guards all_slots, free_slot
 std::vector<Slot*>* all_slots = new std::vector<Slot*>;   // never destroyed: read at exit
 std::vector<Slot*>* free_slots = new std::vector<Slot*>;  // slots of threads that ended
 std::atomic<bool> closing{false};
+std::atomic<bool> early_installed{false};
 std::atomic<std::thread::id> exiting_thread{};
 
 // The calling thread's slot, taken at its first CUDA call and handed back when it ends. The
@@ -70,9 +71,19 @@ void on_exit() {
   }
 }
 
+void install_early() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(&on_exit); });
+  early_installed.store(true, std::memory_order_release);
+}
+
 }  // namespace
 
 CudaCallScope::CudaCallScope() {
+  // Registered before the first CUDA call, so that exit() waits for a thread still inside the
+  // CUDA runtime's initialization (seen crashing at exit); registered again once the runtime is
+  // up (install_exit_gate), so that it also runs before whatever the runtime registered then.
+  if (!early_installed.load(std::memory_order_acquire)) install_early();
   Slot* s = my_slot();
   slot_ = s;
   const int depth = s->depth.fetch_add(1, std::memory_order_seq_cst);
@@ -86,7 +97,7 @@ CudaCallScope::CudaCallScope() {
 CudaCallScope::~CudaCallScope() { static_cast<Slot*>(slot_)->depth.fetch_sub(1, std::memory_order_release); }
 
 void install_exit_gate() {
-  static std::once_flag once;
+  static std::once_flag once;  // a second registration: on_exit runs twice, harmlessly
   std::call_once(once, [] { std::atexit(&on_exit); });
 }
 
