@@ -24,6 +24,21 @@ struct TensorImpl {
 
 Shape contiguous_strides(const Shape& shape);
 
+// Steps a multi-index over `shape` (last dimension fastest) and two element offsets that walk
+// it with their own strides: the CPU kernels' loop over strided or broadcast operands.
+inline void advance_two(int ndim, const std::int64_t* shape, std::int64_t* idx, const std::int64_t* a_strides,
+                        std::int64_t& a, const std::int64_t* b_strides, std::int64_t& b) {
+  for (int k = ndim - 1; k >= 0; --k) {
+    ++idx[k];
+    a += a_strides[k];
+    b += b_strides[k];
+    if (idx[k] < shape[k]) return;
+    a -= a_strides[k] * shape[k];
+    b -= b_strides[k] * shape[k];
+    idx[k] = 0;
+  }
+}
+
 // One elementwise copy with conversion: dst[i] = convert(src[i]) over `shape`.
 struct StridedCopy {
   int ndim = 0;

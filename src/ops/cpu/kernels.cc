@@ -79,15 +79,7 @@ void binary(float* y, const float* a, const float* b, const Broadcast& bc, Binar
   std::int64_t ia = 0, ib = 0;
   for (std::int64_t n = 0; n < bc.numel; ++n) {
     y[n] = op == BinaryOp::add ? a[ia] + b[ib] : a[ia] * b[ib];
-    for (int k = bc.ndim - 1; k >= 0; --k) {
-      ++idx[k];
-      ia += bc.a_strides[k];
-      ib += bc.b_strides[k];
-      if (idx[k] < bc.shape[k]) break;
-      ia -= bc.a_strides[k] * bc.shape[k];
-      ib -= bc.b_strides[k] * bc.shape[k];
-      idx[k] = 0;
-    }
+    advance_two(bc.ndim, bc.shape, idx, bc.a_strides, ia, bc.b_strides, ib);
   }
 }
 

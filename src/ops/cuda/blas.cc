@@ -13,7 +13,6 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <shared_mutex>

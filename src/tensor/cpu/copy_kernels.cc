@@ -83,16 +83,7 @@ void cpu_copy_strided(const StridedCopy& c) {
     } else {
       store(c.dst, c.dst_dtype, d, load(c.src, c.src_dtype, s));
     }
-    // Advance the multi-index, last dimension fastest.
-    for (int k = c.ndim - 1; k >= 0; --k) {
-      ++idx[k];
-      s += c.src_strides[k];
-      d += c.dst_strides[k];
-      if (idx[k] < c.shape[k]) break;
-      s -= c.src_strides[k] * c.shape[k];
-      d -= c.dst_strides[k] * c.shape[k];
-      idx[k] = 0;
-    }
+    advance_two(c.ndim, c.shape, idx, c.src_strides, s, c.dst_strides, d);
   }
 }
 
