@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -89,6 +91,82 @@ int midwork() {
   std::exit(0);
 }
 
+// Exit while CPU GEMMs run or are queued (OpenBLAS tears down in _dl_fini: Note [CPU exit gate]).
+int gemm_return() {
+  // One large GEMM still running when main returns.
+  Tensor x = randn({1024, 1024}, DType::float32, g_device, 1);
+  Tensor y = linear(x, x);
+  static Tensor* keep = new Tensor(y);  // outlives main: the GEMM may still write it
+  (void)keep;
+  return 0;
+}
+
+int gemm_exit_midwork() {
+  // exit() while eight threads run ops that include GEMMs.
+  for (int t = 0; t < 8; ++t) {
+    std::thread([t] {
+      try {
+        Tensor w = randn({256, 256}, DType::float32, g_device, 100 + t);
+        Tensor x = randn({64, 256}, DType::float32, g_device, 200 + t);
+        for (;;) {
+          Tensor y = gelu(linear(x, w));
+          Tensor z = softmax(matmul(y, w));
+          (void)z;
+        }
+      } catch (const streampool::Error&) {
+      }
+    }).detach();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::exit(0);
+}
+
+int gemm_joined() {
+  // Eight workers each queue five GEMMs and are joined without synchronizing; main returns.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([t] {
+      Tensor w = randn({512, 512}, DType::float32, g_device, 300 + t);
+      Tensor x = randn({256, 512}, DType::float32, g_device, 400 + t);
+      static std::mutex mu;
+      static std::vector<Tensor>* keep = new std::vector<Tensor>;
+      for (int i = 0; i < 5; ++i) {
+        Tensor y = linear(x, w);
+        std::lock_guard<std::mutex> lock(mu);
+        keep->push_back(y);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  return 0;
+}
+
+int gemm_atexit() {
+  // An atexit handler synchronizes the device while another thread loops GEMMs.
+  std::atexit([] {
+    try {
+      synchronize(g_device);
+    } catch (const streampool::Error&) {
+      // Work refused or dropped because the process is exiting: allowed, a crash is not.
+    }
+  });
+  static std::atomic<bool> started{false};  // static: the thread outlives this frame
+  std::thread([] {
+    try {
+      Tensor w = randn({256, 256}, DType::float32, g_device, 500);
+      Tensor x = randn({64, 256}, DType::float32, g_device, 501);
+      for (;;) {
+        Tensor y = linear(x, w);
+        started = true;
+        (void)y;
+      }
+    } catch (const streampool::Error&) {
+    }
+  }).detach();
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 0;
+}
+
 int exhaust() {
   // Run with STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error: one pool stream.
   std::atomic<bool> holding{false}, done{false};
@@ -147,6 +225,10 @@ int main(int argc, char** argv) {
     if (scenario == "atexit") return atexit_sync();
     if (scenario == "midwork") return midwork();
     if (scenario == "exhaust") return exhaust();
+    if (scenario == "gemm_return") return gemm_return();
+    if (scenario == "gemm_exit_midwork") return gemm_exit_midwork();
+    if (scenario == "gemm_joined") return gemm_joined();
+    if (scenario == "gemm_atexit") return gemm_atexit();
     if (scenario == "nocache") {
       // STREAMPOOL_NO_CACHING=1: every allocation reaches the device, and memory goes back.
       for (int i = 0; i < 20; ++i) {

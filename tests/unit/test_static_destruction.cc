@@ -1,8 +1,10 @@
 // Counterparts of the MPS suite's static destruction tests (19, 20, 21): a process that exits
 // with busy streams, with an atexit handler that synchronizes, or while 8 threads are mid-work
-// never crashes or hangs. Each scenario runs 50 times in a child process.
+// never crashes or hangs. Each scenario runs 50 times in a child process (the GEMM ones 200).
 
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include "support/work.h"
 
@@ -15,9 +17,10 @@ class StaticDestructionTest : public testing::TestWithParam<std::string> {
   void SetUp() override {
     if (test::skip_unless_available(GetParam())) GTEST_SKIP() << GetParam() << " not available";
   }
-  void run_50(const std::string& scenario) {
+  void run_50(const std::string& scenario) { run_n(scenario, 50); }
+  void run_n(const std::string& scenario, int runs) {
     int failures = 0;
-    for (int i = 0; i < 50; ++i) {
+    for (int i = 0; i < runs; ++i) {
       auto r = test::run_helper(scenario + " " + GetParam());
       if (r.status != 0) {
         ++failures;
@@ -34,5 +37,17 @@ class StaticDestructionTest : public testing::TestWithParam<std::string> {
 TEST_P(StaticDestructionTest, ExitWithBusyStreams) { run_50("busy"); }
 TEST_P(StaticDestructionTest, AtexitHandlerSynchronizes) { run_50("atexit"); }
 TEST_P(StaticDestructionTest, ExitWhileEightThreadsMidWork) { run_50("midwork"); }
+
+// Exit while GEMMs run or are queued (Note [CPU exit gate]: OpenBLAS tears down in _dl_fini).
+// Each crashed 10 of 10 runs on the CPU before the gate; 200 runs each, zero crashes allowed.
+// STREAMPOOL_TEST_EXIT_RUNS lowers the count where every run is slow (the asan preset).
+int gemm_runs() {
+  const char* v = std::getenv("STREAMPOOL_TEST_EXIT_RUNS");
+  return v && std::atoi(v) > 0 ? std::atoi(v) : 200;
+}
+TEST_P(StaticDestructionTest, ReturnWhileLargeGemmRuns) { run_n("gemm_return", gemm_runs()); }
+TEST_P(StaticDestructionTest, ExitWhileEightThreadsRunGemms) { run_n("gemm_exit_midwork", gemm_runs()); }
+TEST_P(StaticDestructionTest, ReturnWithGemmsQueuedByJoinedThreads) { run_n("gemm_joined", gemm_runs()); }
+TEST_P(StaticDestructionTest, AtexitSynchronizesWhileGemmsLoop) { run_n("gemm_atexit", gemm_runs()); }
 
 INSTANTIATE_TEST_SUITE_P(Devices, StaticDestructionTest, STREAMPOOL_DEVICES, test::param_name);

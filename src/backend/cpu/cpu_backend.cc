@@ -22,6 +22,55 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Note [CPU exit gate]
+// OpenBLAS frees its buffers and threads in an ELF destructor, run by _dl_fini after every
+// atexit handler and static destructor; a stream worker inside a GEMM at that moment crashes
+// (SIGSEGV or SIGBUS, nearly every time). The dynamic loader runs a library's destructors
+// before those of the libraries it depends on, so libstreampool's own destructor
+// (close_cpu_gate below) runs after all user exit code (atexit handlers may still synchronize)
+// and before OpenBLAS tears down. It closes the gate: a worker finishes the task it is running
+// and never starts another (queued work is dropped: the process is ending), and the destructor
+// waits for the tasks in flight. A task blocked in a cross-stream event wait does not count as
+// in flight: its producer may be parked by the gate and it touches no library state.
+//
+// Shared state, all lock-free: g_gate_closed (set once, by the exiting thread) and
+// g_tasks_running (tasks between their start check and their end). Both are seq_cst, so a
+// worker that counted itself in before seeing the gate closed is seen by the closer.
+std::atomic<bool> g_gate_closed{false};
+std::atomic<int> g_tasks_running{0};
+thread_local bool tls_in_task = false;  // the calling thread is a worker running a task
+
+[[noreturn]] void park_forever() {
+  // The process is exiting: this worker never runs again. Sleeping, not spinning.
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+// Enters a task; parks the worker for good once the gate is closed.
+void enter_task() {
+  g_tasks_running.fetch_add(1, std::memory_order_seq_cst);
+  if (g_gate_closed.load(std::memory_order_seq_cst)) {
+    g_tasks_running.fetch_sub(1, std::memory_order_seq_cst);
+    park_forever();
+  }
+  tls_in_task = true;
+}
+
+void leave_task() {
+  tls_in_task = false;
+  g_tasks_running.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+__attribute__((destructor)) void close_cpu_gate() {
+  g_gate_closed.store(true, std::memory_order_seq_cst);
+  // exit() called from inside a task: that task is this thread, and it is not coming back.
+  const int own = tls_in_task ? 1 : 0;
+  // Long enough for any real GEMM to finish; a user task that never ends cannot hold exit forever.
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (g_tasks_running.load(std::memory_order_seq_cst) > own && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
 // One record of a CpuEvent: completes when the stream's worker reaches it.
 struct CpuMarker {
   std::mutex mu;               // guards done, error, when
@@ -105,12 +154,14 @@ class CpuStream final : public StreamImpl {
         task = std::move(queue_.front());
         queue_.pop_front();
       }
+      enter_task();  // Note [CPU exit gate]: never returns once the process is exiting
       try {
         task.fn();
       } catch (...) {
         errors.set_if_empty(make_async_error(task.op, stream, std::current_exception()));
       }
       task.fn = nullptr;  // release captures before reporting completion
+      leave_task();
       bool notify;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -185,7 +236,10 @@ void CpuStream::wait(EventImpl& event) {
   // Blocking the worker is the CPU analogue of a GPU stream waiting on an event. No cycle is
   // possible: the marker was enqueued before this wait, and queues are FIFO.
   enqueue_host("stream_wait_event", [this, m] {
+    // Not in flight while blocked (Note [CPU exit gate]): the producer may never run again.
+    leave_task();
     m->wait();
+    enter_task();
     if (m->error) {
       std::string reason = "unknown";
       try {
