@@ -22,7 +22,7 @@ struct Device {
   // Parses "cpu", "cpu:0", "cuda", "cuda:1"; throws InvalidArgument otherwise.
   static Device parse(std::string_view text);
 
-  std::string str() const;  // "cpu", "cuda:1"
+  std::string str() const;  // "cpu" (cpu:0), "cuda:1"; other indices spelled out ("cpu:1")
   // Spelled out (not defaulted) so CUDA sources, compiled as C++17, can include this header.
   friend constexpr bool operator==(const Device& a, const Device& b) { return a.kind == b.kind && a.index == b.index; }
   friend constexpr bool operator!=(const Device& a, const Device& b) { return !(a == b); }

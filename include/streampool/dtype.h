@@ -10,7 +10,7 @@ namespace streampool {
 
 enum class DType : std::uint8_t { float32, float16, bfloat16, int64, int32, uint8, boolean };
 
-std::size_t dtype_size(DType dtype);
+std::size_t dtype_size(DType dtype);  // throws InvalidArgument for a value outside the enum
 std::string_view dtype_name(DType dtype);  // "float32", "float16", "bfloat16", "int64", "int32", "uint8", "bool"
 // Parses the names above (and "fp32", "fp16", "bf16", "half"); throws InvalidArgument.
 DType parse_dtype(std::string_view name);

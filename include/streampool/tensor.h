@@ -126,9 +126,12 @@ Tensor rand(const Shape& shape, DType dtype, const Device& device, std::uint64_t
 Tensor randn(const Shape& shape, DType dtype, const Device& device, std::uint64_t seed, double mean = 0.0,
              double std = 1.0);
 
-// Safe hand-over of `t` from the calling thread's current stream on its device (the producer)
-// to `consumer`: records an event on the producer, makes `consumer` wait for it, and marks
-// `consumer` as a user of the memory.
+// Safe hand-over of `t` to `consumer`: `consumer` waits (an event, not a host wait) for the
+// stream that made `t` (its allocation stream) and for the calling thread's current stream on
+// its device, and is marked as a user of the memory. Call it on the producer's thread before
+// passing `t` on, or on the consumer's thread after receiving it: both are correct. A tensor
+// written in place by a third stream (copy_from, fill_) must be handed over on that stream's
+// thread.
 void hand_over(const Tensor& t, const Stream& consumer);
 
 }  // namespace streampool

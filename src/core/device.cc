@@ -45,7 +45,9 @@ Device Device::parse(std::string_view text) {
 }
 
 std::string Device::str() const {
-  if (kind == DeviceKind::cpu) return "cpu";
+  // "cpu" for the one CPU device; any other index is spelled out, so a message about a
+  // nonexistent cpu:1 says so.
+  if (kind == DeviceKind::cpu && index == 0) return "cpu";
   return std::string(to_string(kind)) + ":" + std::to_string(index);
 }
 

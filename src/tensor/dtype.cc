@@ -20,7 +20,10 @@ std::size_t dtype_size(DType d) {
     case DType::boolean:
       return 1;
   }
-  return 0;
+  // An out-of-range value (a cast from an integer): every allocation asks for the size first,
+  // so this is where a bad dtype is caught, as an out-of-range device kind is.
+  throw InvalidArgument("unknown dtype " + std::to_string(static_cast<int>(d)) +
+                        " (expected float32, float16, bfloat16, int64, int32, uint8 or bool)");
 }
 
 std::string_view dtype_name(DType d) {

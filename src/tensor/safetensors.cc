@@ -10,6 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <unordered_set>
+#include <vector>
 
 #include "streampool/error.h"
 
@@ -86,6 +88,71 @@ std::uint64_t get_u64(const nlohmann::json& v, const std::string& what, const st
   bad(where, what + " is not a non-negative integer");
 }
 
+// Builds the header's JSON tree from SAX events and notes the first repeated top-level key.
+// nlohmann's callback parser (parse with a callback) rescans the parent object at every
+// object end, which made a header of N tensors cost O(N^2): 100,000 tensors took minutes.
+struct HeaderBuilder {
+  using json = nlohmann::json;
+  explicit HeaderBuilder(json& root) : root(root) {}
+
+  json& root;
+  std::vector<json*> stack;             // open objects and arrays, innermost last
+  json* slot = nullptr;                 // where the next value goes inside an object
+  std::unordered_set<std::string> top;  // keys of the top-level object
+  std::string duplicate;                // the first repeated top-level key
+  std::string error;                    // the parser's message when it fails
+
+  json* place(json&& v) {
+    if (stack.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& parent = *stack.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    *slot = std::move(v);
+    return slot;
+  }
+  bool value(json&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool b) { return value(json(b)); }
+  bool number_integer(json::number_integer_t v) { return value(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return value(json(v)); }
+  bool string(json::string_t& v) { return value(json(std::move(v))); }
+  bool binary(json::binary_t& v) { return value(json::binary(std::move(v))); }
+  bool start_object(std::size_t) {
+    stack.push_back(place(json::object()));
+    return true;
+  }
+  bool key(json::string_t& k) {
+    if (stack.size() == 1 && !top.insert(k).second && duplicate.empty()) duplicate = k;
+    slot = &(*stack.back())[k];
+    return true;
+  }
+  bool end_object() {
+    stack.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) {
+    stack.push_back(place(json::array()));
+    return true;
+  }
+  bool end_array() {
+    stack.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) {
+    error = e.what();
+    return false;
+  }
+};
+
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
@@ -120,7 +187,7 @@ SafetensorsFile SafetensorsFile::from_bytes(const void* data, std::size_t size) 
 }
 
 SafetensorsFile SafetensorsFile::parse(std::shared_ptr<Mapping> m, std::string path) {
-  const std::string& where = path;
+  const std::string where = path;  // a copy: `path` moves into the result below
   if (m->size < 8) bad(where, "file is " + std::to_string(m->size) + " bytes; it must start with an 8-byte header length");
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | m->data[i];
@@ -132,22 +199,18 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<Mapping> m, std::string p
   const char* text = reinterpret_cast<const char*>(m->data + 8);
   check_depth(text, n, where);
 
-  // Duplicate tensor names are invalid, but a JSON parser silently keeps the last: catch them.
-  std::set<std::string> seen;
-  std::string duplicate;
-  nlohmann::json::parser_callback_t cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-    if (ev == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
+  // Duplicate tensor names are invalid, but a JSON parser silently keeps the last: catch them
+  // while building the tree (HeaderBuilder), in linear time.
   nlohmann::json header;
+  HeaderBuilder builder(header);
+  bool parsed = false;
   try {
-    header = nlohmann::json::parse(text, text + n, cb);
+    parsed = nlohmann::json::sax_parse(text, text + n, &builder);
   } catch (const nlohmann::json::exception& e) {
     bad(where, std::string("header is not valid JSON: ") + e.what());
   }
-  if (!duplicate.empty()) bad(where, "tensor name '" + duplicate + "' appears twice");
+  if (!parsed) bad(where, "header is not valid JSON: " + builder.error);
+  if (!builder.duplicate.empty()) bad(where, "tensor name '" + builder.duplicate + "' appears twice");
   if (!header.is_object()) bad(where, "header is not a JSON object");
 
   SafetensorsFile f;
@@ -256,6 +319,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   std::uint64_t offset = 0;
   std::set<std::string> names;
   for (const auto& [name, t] : tensors) {
+    if (!t.defined()) throw InvalidArgument("save_safetensors: tensor '" + name + "' is undefined (writing '" + path + "')");
     if (name == "__metadata__" || !names.insert(name).second) {
       throw InvalidArgument("save_safetensors: tensor name '" + name + "' is reserved or repeated");
     }

@@ -479,11 +479,20 @@ void hand_over(const Tensor& t, const Stream& consumer) {
   if (consumer.device() != t.device()) {
     throw InvalidArgument("hand_over: " + t.str() + " cannot be handed to " + consumer.str() + " on another device");
   }
-  Stream producer = current_stream(t.device());
-  if (producer == consumer) return;
-  Event ready;
-  ready.record(producer);
-  consumer.wait(ready);
+  // The producer is the stream that made the tensor (its storage's allocation stream) or the
+  // calling thread's current stream, which may have written it since: the consumer waits for
+  // both, so the call is right from the producer's thread and from the consumer's thread alike
+  // (called on the consumer's thread, the current stream is the consumer itself).
+  const Stream made_by = t.allocation_stream();
+  const Stream current = current_stream(t.device());
+  bool waited = false;
+  for (const Stream& producer : {made_by, current}) {
+    if (producer == consumer || (waited && producer == made_by)) continue;
+    Event ready;
+    ready.record(producer);
+    consumer.wait(ready);
+    waited = true;
+  }
   t.record_stream(consumer);
 }
 

@@ -108,28 +108,40 @@ TEST_P(AllocatorTest, OomUnderPressure) {
   EXPECT_EQ(memory_stats(device).reserved_bytes, baseline.reserved_bytes);
 }
 
-TEST_P(AllocatorTest, CrossStreamTensorHandOver) {
-  // Producer thread makes a tensor on its stream; a consumer thread uses it on another.
+// Producer and consumer on two distinct streams (pinned with guards: leasing would give both
+// threads the same free stream in turn); the producer's stream is held back by a slow task
+// before it writes, so a consumer that does not wait reads stale memory. Called on either side.
+void hand_over_rounds(const Device& device, bool consumer_side) {
+  const Stream producer_stream(device, 1), consumer_stream(device, 2);
   for (int round = 0; round < 10; ++round) {
     Tensor shared;
-    Stream consumer_stream(device, 0);
-    std::thread([&] { consumer_stream = current_stream(device); }).join();  // a stream nobody holds now
+    const float value = 3.0f + round + (consumer_side ? 100.0f : 0.0f);
     std::thread producer([&] {
-      Tensor t = full({8192}, 3.0 + round, DType::float32, device);
-      hand_over(t, consumer_stream);
+      StreamGuard g(producer_stream);
+      producer_stream.enqueue_host("slow", [] { std::this_thread::sleep_for(30ms); });
+      Tensor t = full({8192}, value, DType::float32, device);
+      if (!consumer_side) hand_over(t, consumer_stream);
       shared = t;
     });
     producer.join();
     std::thread consumer([&] {
       StreamGuard g(consumer_stream);
-      Tensor doubled = empty({8192}, DType::float32, device);
-      doubled.copy_from(shared);
-      std::vector<float> v = doubled.to_vector<float>();
-      for (float x : v) ASSERT_EQ(x, 3.0f + round);
+      if (consumer_side) hand_over(shared, current_stream(device));
+      Tensor copy = empty({8192}, DType::float32, device);
+      copy.copy_from(shared);
+      std::vector<float> v = copy.to_vector<float>();  // waits for the consumer stream only
+      for (float x : v) ASSERT_EQ(x, value) << "round " << round;
     });
     consumer.join();
+    synchronize(device);
   }
 }
+
+TEST_P(AllocatorTest, CrossStreamTensorHandOver) { hand_over_rounds(device, false); }
+
+// hand_over(t, current_stream) on the consumer's thread, the natural place: the consumer waits
+// for the stream that made t (it used to wait for itself, and 1 of 10 rounds read stale data).
+TEST_P(AllocatorTest, ConsumerSideHandOverWaitsForTheProducer) { hand_over_rounds(device, true); }
 
 TEST_P(AllocatorTest, EarlyReuseWithoutRecordStreamAndNotWithIt) {
   Stream a = Stream(device, 1), b = Stream(device, 2);

@@ -47,6 +47,17 @@ TEST(Device, CountsAndMissingDevices_cpu) {
   EXPECT_THROW(current_stream(Device(DeviceKind::cuda, n + 7)), DeviceError);
 }
 
+// A nonexistent CPU index is named as such ("cpu:1"), not as the CPU that exists.
+TEST(Device, MissingCpuIndexIsNamed_cpu) {
+  EXPECT_EQ(Device(DeviceKind::cpu, 1).str(), "cpu:1");
+  try {
+    check_device(Device(DeviceKind::cpu, 1));
+    ADD_FAILURE() << "cpu:1 accepted";
+  } catch (const DeviceError& e) {
+    EXPECT_NE(std::string(e.what()).find("device cpu:1 does not exist"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Device, PropertiesAndSelfTest_cpu) {
   DeviceProperties p = device_properties(Device(DeviceKind::cpu));
   EXPECT_FALSE(p.name.empty());

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -172,4 +173,85 @@ TEST(SafetensorsFormat, EachMalformationHasItsReason_cpu) {
   EXPECT_NE(reason(make(R"({"__metadata__":{"k":1}})", 0)).find("not a string"), std::string::npos);
   EXPECT_EQ(reason(make(R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", 8)), "accepted");
   EXPECT_THROW(SafetensorsFile::open("/nonexistent/file.safetensors"), FormatError);
+}
+
+namespace {
+
+std::string with_header(const std::string& header, std::size_t data) {
+  std::string out(8, '\0');
+  std::uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(n >> (8 * i));
+  return out + header + std::string(data, '\0');
+}
+
+}  // namespace
+
+// Every FormatError of a file on disk names that file (some lost it when the path moved into
+// the result before the checks that follow the JSON parse).
+TEST(SafetensorsFormat, EveryMalformationNamesTheFile_cpu) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"truncated", with_header(R"({"a":{"dtype":"U8","shape":[9],"data_offsets":[0,9]}})", 4)},
+      {"overlap", with_header(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})", 6)},
+      {"negative", with_header(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,4]}})", 4)},
+      {"overflow", with_header(R"({"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,4]}})", 4)},
+      {"hole", with_header(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})", 4)},
+      {"trailing", with_header(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 4)},
+      {"metadata", with_header(R"({"__metadata__":{"k":1}})", 0)},
+      {"json", with_header("{\"a\":", 0)},
+      {"duplicate", with_header(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1)},
+  };
+  for (const auto& [what, bytes] : cases) {
+    fs::path p = fs::temp_directory_path() / ("streampool_bad_" + what + ".safetensors");
+    {
+      std::ofstream out(p, std::ios::binary);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    try {
+      SafetensorsFile::open(p.string());
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << what << ": " << e.what();
+    }
+    fs::remove(p);
+  }
+}
+
+// A header of 100,000 one-element tensors opens in linear time (the callback parser took
+// minutes: O(N^2)), and the duplicate check still holds at that size. The bound is a hang
+// detector, two orders of magnitude above the expected time, not a speed target.
+TEST(SafetensorsFormat, HundredThousandTensorsOpenInLinearTime_cpu) {
+  constexpr int kTensors = 100000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i) {
+    if (i) header += ",";
+    header += "\"t" + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" + std::to_string(i) + "," +
+              std::to_string(i + 1) + "]}";
+  }
+  std::string good = with_header(header + "}", kTensors);
+  const auto start = std::chrono::steady_clock::now();
+  SafetensorsFile f = SafetensorsFile::from_bytes(good.data(), good.size());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(f.entries().size(), static_cast<std::size_t>(kTensors));
+  EXPECT_EQ(f.entry("t99999").begin, 99999u);
+  EXPECT_LT(seconds, 20.0);
+  // The same header with the last name repeated: still caught.
+  std::string dup = header + ",\"t5\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[100000,100001]}}";
+  std::string bytes = with_header(dup, kTensors + 1);
+  try {
+    SafetensorsFile::from_bytes(bytes.data(), bytes.size());
+    ADD_FAILURE() << "a repeated name was accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'t5' appears twice"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SafetensorsFormat, SavingAnUndefinedTensorNamesIt_cpu) {
+  fs::path p = fs::temp_directory_path() / "streampool_undefined.safetensors";
+  try {
+    save_safetensors(p.string(), {{"weight", full({2}, 1, DType::float32, Device(DeviceKind::cpu))}, {"bias", Tensor()}});
+    ADD_FAILURE() << "saved an undefined tensor";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("'bias'"), std::string::npos) << e.what();
+  }
+  fs::remove(p);
 }

@@ -205,4 +205,18 @@ TEST_P(TensorTest, MisuseGivesClearErrors) {
   EXPECT_THROW(parse_dtype("float128"), InvalidArgument);
 }
 
+// An out-of-range dtype (an integer cast) is refused like an out-of-range device kind; it used
+// to die of SIGFPE (a division by its size of 0) inside empty().
+TEST_P(TensorTest, OutOfRangeDtypeIsRefused) {
+  const auto bad = static_cast<DType>(42);
+  try {
+    (void)zeros({2}, bad, device);
+    ADD_FAILURE() << "zeros accepted dtype 42";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown dtype 42"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(empty({2, 2}, bad, device), InvalidArgument);
+  EXPECT_THROW(zeros({2}, DType::float32, device).to(bad), InvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, TensorTest, STREAMPOOL_DEVICES, test::param_name);
