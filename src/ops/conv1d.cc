@@ -60,7 +60,8 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
                y.data_ptr(), static_cast<int>(Lout), Cout * Lout, nullptr, Activation::none, s.native_handle());
 #endif
   }
-  if (bias.defined()) return add(y, bias.view({Cout, 1}));
+  // reshape, not view: a strided bias (a slice) is accepted, as linear and layer_norm accept it.
+  if (bias.defined()) return add(y, bias.reshape({Cout, 1}));
   return y;
 }
 

@@ -27,12 +27,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
     return linear(x.to(DType::float32), weight.to(DType::float32), bias.defined() ? bias.to(DType::float32) : bias, act)
         .to(dt);
   }
-  const Tensor xc = x.contiguous(), wc = weight.contiguous();
-  const Tensor bc = bias.defined() ? bias.contiguous() : bias;
   const std::int64_t k = weight.size(1), n = weight.size(0);
-  const std::int64_t m = k == 0 ? 0 : x.numel() / k;
   Shape out_shape = x.shape();
   out_shape.back() = n;
+  if (k == 0) {
+    // No input features: the product is zeros and the result is act(bias) broadcast, as in
+    // PyTorch (a GEMM of depth 0 would leave the output unwritten).
+    Tensor y = zeros(out_shape, dt, dev);
+    if (bias.defined()) y = add(y, bias);
+    return act == Activation::none ? y : activation(y, act);
+  }
+  const Tensor xc = x.contiguous(), wc = weight.contiguous();
+  const Tensor bc = bias.defined() ? bias.contiguous() : bias;
+  const std::int64_t m = x.numel() / k;
   Tensor y = empty(out_shape, dt, dev);
   if (y.numel() == 0) return y;
   StreamImpl& s = current_impl(dev);

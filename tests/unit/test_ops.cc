@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <map>
+
+#include "streampool/nn/layers.h"
 
 #include "streampool/ops.h"
 #include "support/work.h"
@@ -229,6 +233,82 @@ TEST_P(OpsTest, ErrorsNameTheOpShapesDtypeAndDevice) {
     Device other = device.kind == DeviceKind::cpu ? Device(DeviceKind::cuda) : Device(DeviceKind::cpu);
     EXPECT_THROW(linear(x, zeros({4, 8}, DType::float32, other)), InvalidArgument);
   }
+}
+
+// No input features: the output is act(bias) broadcast (it was zeros), in every dtype and with
+// every fused activation; nn::Linear(0, 3) too.
+TEST_P(OpsTest, LinearWithNoInputFeaturesIsTheBias) {
+  const std::vector<float> bv = {0.5f, -1.25f, 2.0f, -0.75f};
+  for (DType dt : {DType::float32, DType::float16, DType::bfloat16}) {
+    Tensor x = empty({2, 0}, dt, device), w = empty({4, 0}, dt, device);
+    Tensor b = from_vector(bv, {4}, device).to(dt);
+    for (Activation a : {Activation::none, Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::silu,
+                         Activation::tanh}) {
+      Tensor y = linear(x, w, b, a);
+      ASSERT_EQ(y.shape(), (Shape{2, 4}));
+      ASSERT_EQ(y.dtype(), dt);
+      std::vector<float> got = y.to_float_vector();
+      for (int i = 0; i < 8; ++i) {
+        const double ref = act_ref(bv[i % 4], a);
+        EXPECT_NEAR(got[i], ref, 1e-2 * (1 + std::abs(ref))) << dtype_name(dt) << " activation " << static_cast<int>(a) << " at " << i;
+      }
+      std::vector<float> no_bias = linear(x, w, Tensor(), a).to_float_vector();
+      for (float v : no_bias) EXPECT_EQ(v, 0.0f) << dtype_name(dt);
+    }
+  }
+  nn::Linear layer(0, 3);
+  std::map<std::string, Tensor> state = {{"weight", empty({3, 0}, DType::float32, device)},
+                                         {"bias", from_vector(std::vector<float>{1, 2, 3}, {3}, device)}};
+  layer.load_state_dict(state, device);
+  EXPECT_EQ(layer.forward(empty({5, 0}, DType::float32, device)).to_vector<float>(),
+            (std::vector<float>{1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3}));
+}
+
+// A NaN in q, or a NaN scale, makes the affected rows NaN as in PyTorch (they were zeros); NaN
+// in k or v propagates too; rows without NaN are untouched. Every dtype.
+TEST_P(OpsTest, AttentionPropagatesNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const int S = 40, D = 32;  // two key tiles on CUDA
+  for (DType dt : {DType::float32, DType::float16, DType::bfloat16}) {
+    Tensor q = randn({1, 2, S, D}, DType::float32, device, 31), k = randn({1, 2, S, D}, DType::float32, device, 32),
+           v = randn({1, 2, S, D}, DType::float32, device, 33);
+    std::vector<float> qv = q.to_vector<float>();
+    qv[(0 * S + 5) * D + 3] = nan;  // head 0, query 5
+    Tensor qn = from_vector(qv, {1, 2, S, D}, device);
+    auto out = scaled_dot_product_attention(qn.to(dt), k.to(dt), v.to(dt)).to_float_vector();
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < S; ++i)
+        for (int d = 0; d < D; ++d) {
+          const float o = out[(h * S + i) * D + d];
+          if (h == 0 && i == 5) ASSERT_TRUE(std::isnan(o)) << dtype_name(dt) << " NaN in q: row " << i << " dim " << d << " = " << o;
+          else ASSERT_FALSE(std::isnan(o)) << dtype_name(dt) << " NaN leaked into head " << h << " row " << i;
+        }
+    // Also with a causal mask and a padding mask: the NaN row is NaN whatever is masked.
+    auto causal = scaled_dot_product_attention(qn.to(dt), k.to(dt), v.to(dt), Tensor(), true).to_float_vector();
+    for (int d = 0; d < D; ++d) ASSERT_TRUE(std::isnan(causal[5 * D + d])) << dtype_name(dt) << " causal";
+    for (float o : scaled_dot_product_attention(q.to(dt), k.to(dt), v.to(dt), Tensor(), false, std::nan("")).to_float_vector()) {
+      ASSERT_TRUE(std::isnan(o)) << dtype_name(dt) << " NaN scale";
+    }
+    std::vector<float> kv = k.to_vector<float>();
+    kv[(1 * S + 7) * D] = nan;  // head 1, key 7: every query of head 1 sees it
+    auto kout = scaled_dot_product_attention(q.to(dt), from_vector(kv, {1, 2, S, D}, device).to(dt), v.to(dt)).to_float_vector();
+    for (int i = 0; i < S; ++i) {
+      ASSERT_TRUE(std::isnan(kout[(1 * S + i) * D])) << dtype_name(dt) << " NaN in k, query " << i;
+      ASSERT_FALSE(std::isnan(kout[(0 * S + i) * D])) << dtype_name(dt) << " NaN in k leaked into head 0";
+    }
+  }
+}
+
+// conv1d takes a strided bias (a slice), as linear and layer_norm do; it used to fail with a
+// message about a view that named neither conv1d nor the bias.
+TEST_P(OpsTest, Conv1dAcceptsAStridedBias) {
+  Tensor x = randn({2, 3, 10}, DType::float32, device, 41), w = randn({4, 3, 3}, DType::float32, device, 42);
+  Tensor wide = randn({4, 2}, DType::float32, device, 43);
+  Tensor strided = wide.select(1, 0);  // stride 2
+  ASSERT_NE(strided.strides()[0], 1);
+  std::vector<float> with_strided = conv1d(x, w, strided, 1, 1).to_vector<float>();
+  std::vector<float> with_dense = conv1d(x, w, strided.contiguous(), 1, 1).to_vector<float>();
+  EXPECT_EQ(with_strided, with_dense);
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, OpsTest, STREAMPOOL_DEVICES, test::param_name);

@@ -138,7 +138,9 @@ void attention(const AttentionArgs& a) {
           float s = 0;
           for (int d = 0; d < a.d; ++d) s += qi[d] * kj[d];
           scores[j] = s * a.scale;
-          mx = std::max(mx, scores[j]);
+          // A NaN score (NaN in q or k, or a NaN scale) must reach the output, as in PyTorch:
+          // std::max would drop it and a row of NaN scores would read as "every key masked".
+          if (!(scores[j] <= mx) && !std::isnan(mx)) mx = scores[j];
         }
         for (int d = 0; d < a.d; ++d) oi[d] = 0;
         if (mx == -std::numeric_limits<float>::infinity()) continue;  // every key masked: zeros

@@ -381,6 +381,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionArg
     for (int d = lane; d < a.d; d += 32) qs[warp][d] = to_f(q[qi * a.q_stride[2] + d]) * a.scale;
   }
   float m = -FLT_MAX, l = 0.f, acc[kPer];
+  bool saw_nan = false;  // a NaN score (NaN in q or k, or a NaN scale): the row is NaN, as in PyTorch
 #pragma unroll
   for (int t = 0; t < kPer; ++t) acc[t] = 0.f;
   // Causal: no query of this block looks past its last row.
@@ -404,6 +405,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionArg
 #pragma unroll 8
       for (int d = 0; d < a.d; ++d) s += qs[warp][d] * ks[lane][d];
     }
+    // fmaxf drops NaN, so the max alone would hide it: look for it first (warp-uniform).
+    saw_nan |= __any_sync(0xffffffffu, valid && isnan(s));
     const float tile_max = warp_max(s);
     if (tile_max == -FLT_MAX) continue;  // every key of this tile masked for this query
     const float m_new = fmaxf(m, tile_max);
@@ -429,7 +432,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionArg
 #pragma unroll
   for (int t = 0; t < kPer; ++t) {
     const int d = lane + 32 * t;
-    if (d < a.d) o[d] = from_f<T>(acc[t] * inv);
+    if (d < a.d) o[d] = from_f<T>(saw_nan ? __int_as_float(0x7fc00000) : acc[t] * inv);
   }
 }
 
