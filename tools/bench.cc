@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -32,7 +33,7 @@ using nlohmann::json;
 
 struct Options {
   std::string device, models = "mlp,encoder,linear4096,conv1d,bert-minilm", modes = "direct", threads, dtype = "float32";
-  double duration = 0;
+  std::optional<double> duration;  // unset: the device's default
   int inflight = 256;
   std::string json_path, plot_path, compare_path;
 };
@@ -93,6 +94,7 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
+      int passed = 0;  // barriers this thread has passed: a failure drops out of the rest
       try {
         Stream s = current_stream(dev);
         Tensor x = empty(input.shape(), input.dtype(), dev);
@@ -101,7 +103,9 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
         for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], w.forward(x), ref);  // warm-up
         s.synchronize();
         warm.arrive_and_wait();
+        passed = 1;
         go.arrive_and_wait();
+        passed = 2;
         auto& L = lats[t];
         L.reserve(1 << 16);
         while (!stop.load(std::memory_order_relaxed)) {
@@ -113,6 +117,10 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
       } catch (const std::exception& e) {
         errors[t] = e.what();
         stop = true;
+        // Without this, a thread that failed before a barrier (no stream for it, out of
+        // memory) left the others and the main thread waiting there forever.
+        if (passed < 1) warm.arrive_and_drop();
+        if (passed < 2) go.arrive_and_drop();
       }
     });
   }
@@ -182,7 +190,9 @@ std::vector<Reference> load_compare(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InvalidArgument("--compare: cannot read '" + path + "'");
   std::string line;
+  std::size_t lines = 0;
   while (std::getline(in, line)) {
+    ++lines;
     if (line.find('{') == std::string::npos) continue;
     json j;
     try {
@@ -199,7 +209,12 @@ std::vector<Reference> load_compare(const std::string& path) {
     r.threads = j.value("threads", 0);
     r.rps = j.value("rps", 0.0);
     r.p99 = j.value("p99_ms", 0.0);
+    if (!j.is_object() || r.model.empty() || r.threads < 1 || !(r.rps > 0)) continue;
     out.push_back(r);
+  }
+  if (out.empty()) {
+    throw InvalidArgument("--compare: '" + path + "' has no valid line (" + std::to_string(lines) +
+                          " lines; each needs a JSON object with model, threads >= 1 and rps > 0)");
   }
   return out;
 }
@@ -229,10 +244,17 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       dev = Device::parse(o->device);
     }
     check_device(dev);
-    const DType dt = parse_dtype(o->dtype);
-    if (!is_floating(dt)) throw InvalidArgument("--dtype must be float32, float16 or bfloat16");
+    const DType dt = parse_float_dtype("--dtype", o->dtype);
     const bool cpu = dev.kind == DeviceKind::cpu;
-    const double duration = o->duration > 0 ? o->duration : (cpu ? 0.3 : 0.6);
+    if (o->duration && !(std::isfinite(*o->duration) && *o->duration > 0 && *o->duration <= 86400)) {
+      std::ostringstream v;
+      v << *o->duration;
+      throw InvalidArgument("--duration: " + v.str() + " is not a number of seconds above 0 and at most 86400");
+    }
+    const double duration = o->duration ? *o->duration : (cpu ? 0.3 : 0.6);
+    if (o->inflight < 1 || o->inflight > 1 << 20) {
+      throw InvalidArgument("--inflight: " + std::to_string(o->inflight) + " is not a request count from 1 to 1048576");
+    }
     std::vector<int> thread_counts;
     for (const auto& t : split(o->threads.empty() ? (cpu ? "1,2,4,8" : "1,2,4,8,16,31") : o->threads)) {
       int n = 0;
@@ -243,7 +265,23 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       if (n < 1 || n > 1024) throw InvalidArgument("--threads: '" + t + "' is not a thread count from 1 to 1024");
       thread_counts.push_back(n);
     }
+    if (thread_counts.empty()) throw InvalidArgument("--threads: no thread count given");
     std::vector<std::string> models = split(o->models), modes = split(o->modes);
+    if (models.empty()) throw InvalidArgument("--models: no workload given (choose from mlp,encoder,linear4096,conv1d,bert-minilm)");
+    if (modes.empty()) throw InvalidArgument("--modes: no mode given (direct)");
+    // Each bench thread holds its stream until it ends, so a policy other than `share` with
+    // more threads than pool streams would fail (error, wait:MS) or wait forever (wait).
+    const int pool_streams = streams_per_device() - 1;
+    const int most = *std::max_element(thread_counts.begin(), thread_counts.end());
+    const PoolExhaustedSetting policy = pool_exhausted_policy();
+    if (policy.policy != ExhaustedPolicy::share && most > pool_streams) {
+      throw InvalidArgument("--threads " + std::to_string(most) + " needs " + std::to_string(most) +
+                            " pool streams but each device has " + std::to_string(pool_streams) +
+                            " (STREAMPOOL_STREAMS_PER_DEVICE=" + std::to_string(streams_per_device()) +
+                            ") and STREAMPOOL_POOL_EXHAUSTED=" + to_string(policy) +
+                            " does not share them; use at most " + std::to_string(pool_streams) +
+                            " threads, more streams, or the share policy");
+    }
     for (const auto& m : modes) {
       if (m != "direct") {
         throw InvalidArgument("--modes: '" + m + "' is not available yet (direct only; graph and batched land with the "
@@ -273,7 +311,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                        model.c_str(), o->dtype.c_str(), mode.c_str(), t);
           std::fflush(stderr);
           Result r = run_direct(w, dev, dt, t, duration);
-          if (t == 1) single = r.rps;
+          if (t == 1 && r.ok) single = r.rps;
           if (single > 0) r.efficiency = r.rps / (t * single);
           for (const auto& ref : refs) {
             if (ref.model == r.model && ref.dtype == r.dtype && ref.mode == r.mode && ref.threads == t && ref.rps > 0) {
@@ -297,8 +335,10 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     bool failed = false;
     for (const auto& r : results) {
       failed |= !r.ok;
-      std::printf("%-12s %-8s %-6s %4d %11.0f %9.4f %9.4f %5.0f%% %9.2g %9.1f %9.1f %9.2f", r.model.c_str(),
-                  r.dtype.c_str(), r.mode.c_str(), r.threads, r.rps, r.p50, r.p99, r.efficiency * 100, r.max_err,
+      // Efficiency needs the one-thread figure of the same run: blank without it.
+      const std::string eff = r.efficiency >= 0 ? std::to_string(static_cast<int>(std::lround(r.efficiency * 100))) + "%" : "-";
+      std::printf("%-12s %-8s %-6s %4d %11.0f %9.4f %9.4f %6s %9.2g %9.1f %9.1f %9.2f", r.model.c_str(),
+                  r.dtype.c_str(), r.mode.c_str(), r.threads, r.rps, r.p50, r.p99, eff.c_str(), r.max_err,
                   r.dev_peak_mb, r.host_peak_mb, r.dev_growth_mb);
       for (const auto& n : ref_names) {
         auto it = r.ratios.find(n);

@@ -2,8 +2,15 @@
 // The subcommands of the `streampool` tool, each registering itself on the CLI11 app.
 
 #include <CLI/CLI.hpp>
+#include <string>
+
+#include "streampool/dtype.h"
 
 namespace streampool::tools {
+
+// The floating dtype a flag names (float32, float16, bfloat16 and their aliases); one
+// InvalidArgument naming the flag for anything else (int64 included).
+DType parse_float_dtype(const std::string& flag, const std::string& text);
 
 // Adds `diag`; the callback stores the exit status in `*exit_code`.
 void add_diag_command(CLI::App& app, int* exit_code);

@@ -1,6 +1,7 @@
 // `streampool golden --dir DIR [--device D] [--dtype T]`: one line per case, exit 1 on a failure.
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "commands.h"
@@ -19,8 +20,11 @@ void add_golden_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--dtype", *dtype, "float32, float16 or bfloat16 (default float32)");
   cmd->callback([=] {
     const Device d = Device::parse(*device);
-    const DType t = parse_dtype(*dtype);
-    if (!is_floating(t)) throw InvalidArgument("--dtype must be float32, float16 or bfloat16");
+    const DType t = parse_float_dtype("--dtype", *dtype);
+    // An empty --dir would read "/manifest.json".
+    if (dir->empty() || !std::filesystem::is_directory(*dir)) {
+      throw InvalidArgument("--dir: '" + *dir + "' is not a directory (it should hold manifest.json and the case files)");
+    }
     check_device(d);
     int failed = 0, total = 0;
     for (const auto& c : golden::load_manifest(*dir)) {
