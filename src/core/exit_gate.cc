@@ -20,6 +20,10 @@ std::mutex slots_mu;                              // guards all_slots, free_slot
 std::vector<Slot*>* all_slots = new std::vector<Slot*>;   // never destroyed: read at exit
 std::vector<Slot*>* free_slots = new std::vector<Slot*>;  // slots of threads that ended
 std::atomic<bool> closing{false};
+// Set by the handler registered before the CUDA runtime's own: from then on the runtime may be
+// torn down, so even the exiting thread's calls are refused (atexit handlers registered before
+// the process's first CUDA use run after that point).
+std::atomic<bool> runtime_gone{false};
 std::atomic<bool> early_installed{false};
 std::atomic<std::thread::id> exiting_thread{};
 
@@ -71,9 +75,14 @@ void on_exit() {
   }
 }
 
+void on_exit_early() {
+  on_exit();
+  runtime_gone.store(true, std::memory_order_seq_cst);
+}
+
 void install_early() {
   static std::once_flag once;
-  std::call_once(once, [] { std::atexit(&on_exit); });
+  std::call_once(once, [] { std::atexit(&on_exit_early); });
   early_installed.store(true, std::memory_order_release);
 }
 
@@ -87,10 +96,17 @@ CudaCallScope::CudaCallScope() {
   Slot* s = my_slot();
   slot_ = s;
   const int depth = s->depth.fetch_add(1, std::memory_order_seq_cst);
-  if (depth == 0 && closing.load(std::memory_order_seq_cst) &&
-      exiting_thread.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
-    s->depth.fetch_sub(1, std::memory_order_release);
-    throw Error("streampool: the process is exiting; CUDA work is refused (Note [Exit while threads work])");
+  if (depth == 0 && closing.load(std::memory_order_seq_cst)) {
+    if (runtime_gone.load(std::memory_order_seq_cst)) {
+      s->depth.fetch_sub(1, std::memory_order_release);
+      throw Error("streampool: the process is exiting and the CUDA runtime has shut down; CUDA work is refused "
+                  "(an atexit handler registered before the first CUDA use runs after the runtime's teardown; "
+                  "Note [Exit while threads work])");
+    }
+    if (exiting_thread.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+      s->depth.fetch_sub(1, std::memory_order_release);
+      throw Error("streampool: the process is exiting; CUDA work is refused (Note [Exit while threads work])");
+    }
   }
 }
 

@@ -9,6 +9,10 @@
 // that user atexit handlers may still synchronize), and the handler waits, at most two
 // seconds, until no thread is inside a CUDA call. Each thread counts its own depth in its own
 // cache line: the hot path writes no shared memory.
+// A second handler is registered just before the first CUDA call, so it runs after the
+// runtime's teardown; once it has run, every CUDA call is refused, the exiting thread's too: a
+// user's atexit handler registered before the process first used CUDA (it runs after the
+// teardown) gets an Error from synchronize instead of a crash (seen: 4 of 4 runs crashed).
 
 namespace streampool::detail {
 

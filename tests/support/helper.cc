@@ -141,22 +141,34 @@ int gemm_joined() {
   return 0;
 }
 
+void sync_at_exit() {
+  const bool trace = std::getenv("STREAMPOOL_HELPER_TRACE") != nullptr;
+  if (trace) std::fprintf(stderr, "atexit handler: synchronize\n");
+  try {
+    synchronize(g_device);
+    if (trace) std::fprintf(stderr, "atexit handler: synchronized\n");
+  } catch (const streampool::Error& e) {
+    // Work refused or dropped because the process is exiting: allowed, a crash is not.
+    if (trace) std::fprintf(stderr, "atexit handler: %s\n", e.what());
+  }
+}
+
 int gemm_atexit() {
   // An atexit handler synchronizes the device while another thread loops GEMMs.
-  std::atexit([] {
-    try {
-      synchronize(g_device);
-    } catch (const streampool::Error&) {
-      // Work refused or dropped because the process is exiting: allowed, a crash is not.
-    }
-  });
+  // STREAMPOOL_HELPER_VARIANT (diagnosis): "late" registers the handler after the device is in
+  // use, "none" registers none, "sleep" registers none and lets the loop run 50 ms, "sync" makes the loop synchronize every iteration.
+  const char* v = std::getenv("STREAMPOOL_HELPER_VARIANT");
+  const std::string variant = v ? v : "";
+  if (variant.empty() || variant == "sync") std::atexit(sync_at_exit);  // before any device use
   static std::atomic<bool> started{false};  // static: the thread outlives this frame
+  static bool sync_each = variant == "sync";
   std::thread([] {
     try {
       Tensor w = randn({256, 256}, DType::float32, g_device, 500);
       Tensor x = randn({64, 256}, DType::float32, g_device, 501);
       for (;;) {
         Tensor y = linear(x, w);
+        if (sync_each) current_stream(g_device).synchronize();
         started = true;
         (void)y;
       }
@@ -164,6 +176,9 @@ int gemm_atexit() {
     }
   }).detach();
   while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (variant == "late") std::atexit(sync_at_exit);
+  if (variant == "sleep") std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (std::getenv("STREAMPOOL_HELPER_TRACE")) std::fprintf(stderr, "main returns\n");
   return 0;
 }
 
@@ -206,7 +221,16 @@ void on_crash(int sig) {
 }
 
 int main(int argc, char** argv) {
-  signal(SIGSEGV, on_crash);
+  // An alternate stack, so that a stack overflow is reported too.
+  static char alt[1 << 16];
+  stack_t ss{};
+  ss.ss_sp = alt;
+  ss.ss_size = sizeof alt;
+  sigaltstack(&ss, nullptr);
+  struct sigaction sa {};
+  sa.sa_handler = on_crash;
+  sa.sa_flags = SA_ONSTACK;
+  sigaction(SIGSEGV, &sa, nullptr);
   signal(SIGABRT, on_crash);
   signal(SIGBUS, on_crash);
   if (argc < 2) {

@@ -311,4 +311,48 @@ TEST_P(OpsTest, Conv1dAcceptsAStridedBias) {
   EXPECT_EQ(with_strided, with_dense);
 }
 
+// A kernel-launch failure names the op, the shapes, the dtype and the device. The trigger is a
+// real limit: attention launches one block row per (batch, head), and CUDA's grid.y stops at
+// 65535. (When that limit is lifted, this test needs another trigger.)
+TEST(CudaErrors, KernelLaunchFailureNamesOpShapesDtypeAndDevice_cuda) {
+  if (test::skip_unless_available("cuda")) GTEST_SKIP() << "no CUDA device visible";
+  const Device gpu(DeviceKind::cuda, 0);
+  Tensor q = zeros({70000, 1, 1, 32}, DType::float32, gpu);
+  try {
+    Tensor o = scaled_dot_product_attention(q, q, q);
+    synchronize(gpu);
+    ADD_FAILURE() << "70000 (batch x heads) launched: update this test's trigger";
+  } catch (const CudaError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("scaled_dot_product_attention"), std::string::npos) << what;
+    EXPECT_NE(what.find("(70000, 1, 1, 32)"), std::string::npos) << what;
+    EXPECT_NE(what.find("float32"), std::string::npos) << what;
+    EXPECT_NE(what.find("cuda:0"), std::string::npos) << what;
+  }
+}
+
+// GEMM operands at an address that is only 2-byte aligned (a slice one half-precision element
+// in) give the same result as aligned ones.
+TEST_P(OpsTest, LinearOnMisalignedHalfPrecisionViews) {
+  for (DType dt : {DType::float16, DType::bfloat16, DType::float32}) {
+    Tensor big = randn({1, 8 * 64 + 1}, DType::float32, device, 51).to(dt);
+    Tensor x = big.slice(1, 1, 8 * 64 + 1).view({8, 64});  // data pointer one element past 16 bytes
+    Tensor w = randn({32, 64}, DType::float32, device, 52).to(dt);
+    Tensor b = randn({33}, DType::float32, device, 53).to(dt).slice(0, 1, 33);  // a misaligned bias too
+    std::vector<float> ref = linear(x.clone(), w, b.clone(), Activation::relu).to_float_vector();
+    std::vector<float> got;
+    try {
+      got = linear(x, w, b, Activation::relu).to_float_vector();
+    } catch (const Error& e) {
+      FAIL() << dtype_name(dt) << ": " << e.what();
+    }
+    // Another alignment may pick another algorithm (another summation order): close, not equal.
+    ASSERT_EQ(got.size(), ref.size());
+    const double tol = dt == DType::float32 ? 1e-5 : dt == DType::float16 ? 2e-3 : 1.6e-2;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], ref[i], tol * (1 + std::abs(ref[i]))) << dtype_name(dt) << " at " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, OpsTest, STREAMPOOL_DEVICES, test::param_name);

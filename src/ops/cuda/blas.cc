@@ -100,19 +100,31 @@ cudaDataType_t cuda_type(DType dt) {
 struct Problem {
   int dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias;
   std::int64_t sa, sb, sc;
+  int align;  // packed operand alignments (kAligned: every operand at least 256-byte aligned)
   bool operator==(const Problem& o) const {
-    return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, sa, sb, sc) ==
+    return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, sa, sb, sc, align) ==
            std::tie(o.dev, o.dt, o.batch, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.trans, o.epilogue, o.bias, o.sa, o.sb,
-                    o.sc);
+                    o.sc, o.align);
   }
 };
+
+// cuBLASLt assumes 256-byte aligned operands unless told otherwise, and refuses ("not
+// supported") a pointer below what the chosen algorithm needs: a view one half-precision element
+// into a tensor is 2-byte aligned. The plan is chosen for the operands' real alignment.
+constexpr std::uint32_t kFullAlign = 256;
+std::uint32_t alignment(const void* p, std::int64_t batch_stride_bytes) {
+  std::uint64_t v = reinterpret_cast<std::uintptr_t>(p) | kFullAlign;
+  if (batch_stride_bytes) v |= static_cast<std::uint64_t>(batch_stride_bytes);
+  return static_cast<std::uint32_t>(v & (~v + 1));  // lowest set bit, at most 256
+}
+int log2_of(std::uint32_t a) { return 31 - __builtin_clz(a); }
 struct ProblemHash {
   std::size_t operator()(const Problem& p) const {
     std::size_t h = 0;
     for (std::int64_t v : {std::int64_t(p.dev), std::int64_t(p.dt), std::int64_t(p.batch), std::int64_t(p.m),
                            std::int64_t(p.n), std::int64_t(p.k), std::int64_t(p.lda), std::int64_t(p.ldb),
                            std::int64_t(p.ldc), std::int64_t(p.trans), std::int64_t(p.epilogue), std::int64_t(p.bias),
-                           p.sa, p.sb, p.sc}) {
+                           p.sa, p.sb, p.sc, std::int64_t(p.align)}) {
       h = h * 1000003u ^ std::hash<std::int64_t>{}(v);
     }
     return h;
@@ -141,9 +153,33 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
 
 }  // namespace
 
+namespace {
+void gemm_unnamed(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
+                  std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c,
+                  int ldc, std::int64_t stride_c, const void* bias, Activation act, void* stream);
+}  // namespace
+
 void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
           const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
           const void* bias, Activation act, void* stream) {
+  try {
+    gemm_unnamed(device, dt, batch, m, n, k, a, lda, stride_a, b, ldb, stride_b, b_transposed, c, ldc, stride_c, bias,
+                 act, stream);
+  } catch (const CudaError& e) {
+    // Name which GEMM failed: the op that asked (the stream's latest op), shapes, dtype, device.
+    const char* op = current_impl(device).last_op.load(std::memory_order_relaxed);
+    std::string what = std::string(op ? op : "GEMM") + ": " + (batch > 1 ? std::to_string(batch) + " x " : "") + "(" +
+                       std::to_string(m) + " x " + std::to_string(k) + ") @ (" + std::to_string(k) + " x " +
+                       std::to_string(n) + ")" + (b_transposed ? " (B transposed)" : "") + (bias ? " + bias" : "") +
+                       " " + std::string(dtype_name(dt)) + " on " + device.str() + ": " + e.what();
+    throw CudaError(what, e.code());
+  }
+}
+
+namespace {
+void gemm_unnamed(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
+                  std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c,
+                  int ldc, std::int64_t stride_c, const void* bias, Activation act, void* stream) {
     STREAMPOOL_CUDA_SCOPE;
   // Row-major C = A @ op(B) is column-major C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B.
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
@@ -163,9 +199,20 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     bias_after = bias;
   }
+  if (bias && !bias_after && reinterpret_cast<std::uintptr_t>(bias) % 16 != 0) {
+    // The bias epilogue reads the vector in 16-byte pieces: a misaligned one (a view) gets our pass.
+    epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    after = act;
+    bias_after = bias;
+  }
   const cudaDataType_t t = cuda_type(dt);
   Problem key{device.index, static_cast<int>(dt), batch, m, n, k, lda, ldb, ldc, b_transposed ? 1 : 0,
-              static_cast<int>(epilogue), bias && !bias_after ? 1 : 0, stride_a, stride_b, stride_c};
+              static_cast<int>(epilogue), bias && !bias_after ? 1 : 0, stride_a, stride_b, stride_c, 0};
+  // cuBLASLt's A is our b, its B our a (see above); D is C.
+  const std::int64_t es = static_cast<std::int64_t>(dtype_size(dt));
+  const std::uint32_t al_a = alignment(b, batch > 1 ? stride_b * es : 0), al_b = alignment(a, batch > 1 ? stride_a * es : 0),
+                      al_c = alignment(c, batch > 1 ? stride_c * es : 0);
+  key.align = log2_of(al_a) | log2_of(al_b) << 4 | log2_of(al_c) << 8;
 
   ThreadLease::PerDevice& lease = tls_lease.devices[device.index];
   if (!lease.handle) lease.handle = handle_pool(device.index).get();
@@ -203,6 +250,12 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     std::size_t wsize = kWorkspace;
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize));
+    if (al_a < kFullAlign || al_b < kFullAlign || al_c < kFullAlign) {
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+    }
     if (key.bias) {
       // The heuristic must know a bias pointer will be set; any 16-byte aligned one will do.
       LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
@@ -211,7 +264,7 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     int found = 0;
     LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lease.handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
-    if (found == 0) throw CudaError("cuBLASLt found no algorithm for this GEMM", 0);
+    if (found == 0) throw CudaError("cuBLASLt found no algorithm for it", 0);
     p->algo = result.algo;
     std::unique_lock<std::shared_mutex> lock(plans_mu);
     auto [it, inserted] = plans->emplace(key, p);
@@ -247,5 +300,6 @@ void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const 
     bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream);
   }
 }
+}  // namespace
 
 }  // namespace streampool::detail::cuda

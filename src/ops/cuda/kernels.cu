@@ -59,10 +59,22 @@ __device__ __forceinline__ float act_t(float x) {
   }
 }
 
-void check(const char* what) {
+std::string dims(std::initializer_list<std::int64_t> v) {
+  std::string out = "(";
+  for (std::int64_t x : v) out += (out.size() > 1 ? ", " : "") + std::to_string(x);
+  return out + ")";
+}
+
+// A launch failure names the op, its shapes (described only on failure), the dtype and the device.
+template <typename Describe>
+void check(const char* what, DType dt, Describe&& describe) {
   cudaError_t st = cudaGetLastError();
   if (st != cudaSuccess) {
-    throw CudaError(std::string(what) + " kernel launch failed: " + cudaGetErrorString(st), static_cast<int>(st));
+    int device = -1;
+    cudaGetDevice(&device);
+    throw CudaError(std::string(what) + " kernel launch failed for " + describe() + " " + std::string(dtype_name(dt)) +
+                        " on cuda:" + std::to_string(device) + ": " + cudaGetErrorString(st),
+                    static_cast<int>(st));
   }
 }
 
@@ -530,7 +542,7 @@ void unary(void* y, const void* x, DType dt, std::int64_t n, Activation a, void*
       case Activation::tanh: launch_unary<T, Activation::tanh>(y, x, n, cs(stream)); break;
     }
   });
-  check("activation");
+  check("activation", dt, [&] { return std::to_string(n) + " elements"; });
 }
 
 void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc, BinaryOp op, void* stream) {
@@ -552,7 +564,10 @@ void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc
                                                                          static_cast<const T*>(b), bc, op);
     }
   });
-  check(op == BinaryOp::add ? "add" : "mul");
+  check(op == BinaryOp::add ? "add" : "mul", dt, [&] {
+    Shape shape(bc.shape, bc.shape + bc.ndim);
+    return "output " + shape_str(shape);
+  });
 }
 
 void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, const void* bias, Activation a,
@@ -563,7 +578,7 @@ void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, co
     bias_act_kernel<T><<<grid_for(rows * cols, 256), 256, 0, cs(stream)>>>(static_cast<T*>(y), rows, cols,
                                                                             static_cast<const T*>(bias), a);
   });
-  check("bias_activation");
+  check("bias_activation", dt, [&] { return "output " + dims({rows, cols}); });
 }
 
 void softmax_rows(void* y, const void* x, DType dt, std::int64_t rows, std::int64_t n, void* stream) {
@@ -581,7 +596,7 @@ void softmax_rows(void* y, const void* x, DType dt, std::int64_t rows, std::int6
     softmax_kernel<T><<<static_cast<unsigned>(rows), row_threads(n), smem, cs(stream)>>>(static_cast<T*>(y),
                                                                                          static_cast<const T*>(x), n);
   });
-  check("softmax");
+  check("softmax", dt, [&] { return "rows " + dims({rows, n}); });
 }
 
 void layer_norm_rows(void* y, const void* x, const void* w, const void* b, DType dt, std::int64_t rows, std::int64_t n,
@@ -603,7 +618,7 @@ void layer_norm_rows(void* y, const void* x, const void* w, const void* b, DType
     layer_norm_kernel<T><<<static_cast<unsigned>(rows), row_threads(n), smem, cs(stream)>>>(
         static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), n, eps);
   });
-  check("layer_norm");
+  check("layer_norm", dt, [&] { return "rows " + dims({rows, n}); });
 }
 
 void attention(const AttentionArgs& a, DType dt, void* stream) {
@@ -616,7 +631,9 @@ void attention(const AttentionArgs& a, DType dt, void* stream) {
     else if (a.d <= 128) attention_kernel<T, 128><<<grid, kAttnWarps * 32, 0, cs(stream)>>>(a);
     else throw InvalidArgument("attention: head dimension above 128 is not supported on CUDA");
   });
-  check("attention");
+  check("scaled_dot_product_attention", dt, [&] {
+    return "q " + dims({a.batch, a.heads, a.sq, a.d}) + ", k and v " + dims({a.batch, a.heads, a.sk, a.d});
+  });
 }
 
 void embedding(void* out, const std::int64_t* ids, std::int64_t count, const void* weight, DType dt, std::int64_t num,
@@ -630,7 +647,7 @@ void embedding(void* out, const std::int64_t* ids, std::int64_t count, const voi
     embedding_kernel<T><<<static_cast<unsigned>(count), 128, 0, cs(stream)>>>(
         static_cast<T*>(out), ids, static_cast<const T*>(weight), num, dim, flag.data<std::int32_t>());
   });
-  check("embedding");
+  check("embedding", dt, [&] { return std::to_string(count) + " ids of weight " + dims({num, dim}); });
   int* slot = pinned_slots().get();
   cudaError_t st = cudaMemcpyAsync(slot, flag.data_ptr(), sizeof(int), cudaMemcpyDeviceToHost, cs(stream));
   if (st != cudaSuccess) {
@@ -652,7 +669,7 @@ void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64
     max_abs_diff_kernel<T><<<std::min(grid_for(n, 256), 264u), 256, 0, cs(stream)>>>(acc, static_cast<const T*>(a),
                                                                                       static_cast<const T*>(b), n);
   });
-  check("max_abs_diff");
+  check("max_abs_diff", dt, [&] { return std::to_string(n) + " elements"; });
 }
 
 void im2col(void* cols, const void* x, DType dt, int batch, int cin, int len, int kernel, int stride, int padding,
@@ -663,7 +680,10 @@ void im2col(void* cols, const void* x, DType dt, int batch, int cin, int len, in
     im2col_kernel<T><<<grid_for(static_cast<std::int64_t>(batch) * cin * kernel * lout, 256), 256, 0, cs(stream)>>>(
         static_cast<T*>(cols), static_cast<const T*>(x), batch, cin, len, kernel, stride, padding, lout);
   });
-  check("im2col");
+  check("conv1d (im2col)", dt, [&] {
+    return "input " + dims({batch, cin, len}) + ", kernel " + std::to_string(kernel) + ", stride " + std::to_string(stride) +
+           ", padding " + std::to_string(padding);
+  });
 }
 
 }  // namespace streampool::detail::cuda
