@@ -27,7 +27,7 @@ class ForkTest : public test::DeviceTest {
     test::Work w(device);
     ASSERT_EQ(w.run_once(0.5f), 0u);  // the parent has used the device before forking
   }
-  Device device;
+  // No `Device device;` member here: it hid the fixture's, so every /cuda instance ran on the CPU.
 };
 
 // In the child: every device entry point must throw ForkedChildError. Returns the exit status.

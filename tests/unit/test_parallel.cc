@@ -28,7 +28,7 @@ class SimpleParallelTest : public test::DeviceTest {
     EXPECT_EQ(wrong, 0);
     EXPECT_EQ(leased_stream_count(device), 0);
   }
-  Device device;
+  // No `Device device;` member here: it hid the fixture's, so every /cuda instance ran on the CPU.
 };
 
 }  // namespace
