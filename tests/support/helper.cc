@@ -28,6 +28,12 @@ Device g_device;
 // reported as leaks by LeakSanitizer).
 std::mutex g_keep_mu;                                 // guards g_keep
 std::vector<Work*>* g_keep = new std::vector<Work*>;  // never destroyed
+std::vector<Tensor>* g_kept_tensors = new std::vector<Tensor>;  // guarded by g_keep_mu; never destroyed
+
+void keep_tensor(const Tensor& t) {
+  std::lock_guard<std::mutex> lock(g_keep_mu);
+  g_kept_tensors->push_back(t);
+}
 
 Work* kept_work(std::size_t n) {
   auto* w = new Work(g_device, n);
@@ -95,9 +101,7 @@ int midwork() {
 int gemm_return() {
   // One large GEMM still running when main returns.
   Tensor x = randn({1024, 1024}, DType::float32, g_device, 1);
-  Tensor y = linear(x, x);
-  static Tensor* keep = new Tensor(y);  // outlives main: the GEMM may still write it
-  (void)keep;
+  keep_tensor(linear(x, x));  // outlives main: the GEMM may still write it
   return 0;
 }
 
@@ -128,13 +132,7 @@ int gemm_joined() {
     threads.emplace_back([t] {
       Tensor w = randn({512, 512}, DType::float32, g_device, 300 + t);
       Tensor x = randn({256, 512}, DType::float32, g_device, 400 + t);
-      static std::mutex mu;
-      static std::vector<Tensor>* keep = new std::vector<Tensor>;
-      for (int i = 0; i < 5; ++i) {
-        Tensor y = linear(x, w);
-        std::lock_guard<std::mutex> lock(mu);
-        keep->push_back(y);
-      }
+      for (int i = 0; i < 5; ++i) keep_tensor(linear(x, w));
     });
   }
   for (auto& th : threads) th.join();
