@@ -485,14 +485,13 @@ void hand_over(const Tensor& t, const Stream& consumer) {
   // (called on the consumer's thread, the current stream is the consumer itself).
   const Stream made_by = t.allocation_stream();
   const Stream current = current_stream(t.device());
-  bool waited = false;
-  for (const Stream& producer : {made_by, current}) {
-    if (producer == consumer || (waited && producer == made_by)) continue;
+  auto wait_for = [&](const Stream& producer) {
     Event ready;
     ready.record(producer);
     consumer.wait(ready);
-    waited = true;
-  }
+  };
+  if (made_by != consumer) wait_for(made_by);
+  if (current != consumer && current != made_by) wait_for(current);
   t.record_stream(consumer);
 }
 
