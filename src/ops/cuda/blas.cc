@@ -100,7 +100,7 @@ cudaDataType_t cuda_type(DType dt) {
 struct Problem {
   int dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias;
   std::int64_t sa, sb, sc;
-  int align;  // packed operand alignments (kAligned: every operand at least 256-byte aligned)
+  int align;  // log2 of each operand's alignment (A | B << 4 | C << 8), at most 256 bytes
   bool operator==(const Problem& o) const {
     return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, sa, sb, sc, align) ==
            std::tie(o.dev, o.dt, o.batch, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.trans, o.epilogue, o.bias, o.sa, o.sb,
@@ -154,30 +154,7 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
 }  // namespace
 
 namespace {
-void gemm_unnamed(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
-                  std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c,
-                  int ldc, std::int64_t stride_c, const void* bias, Activation act, void* stream);
-}  // namespace
-
-void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
-          const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
-          const void* bias, Activation act, void* stream) {
-  try {
-    gemm_unnamed(device, dt, batch, m, n, k, a, lda, stride_a, b, ldb, stride_b, b_transposed, c, ldc, stride_c, bias,
-                 act, stream);
-  } catch (const CudaError& e) {
-    // Name which GEMM failed: the op that asked (the stream's latest op), shapes, dtype, device.
-    const char* op = current_impl(device).last_op.load(std::memory_order_relaxed);
-    std::string what = std::string(op ? op : "GEMM") + ": " + (batch > 1 ? std::to_string(batch) + " x " : "") + "(" +
-                       std::to_string(m) + " x " + std::to_string(k) + ") @ (" + std::to_string(k) + " x " +
-                       std::to_string(n) + ")" + (b_transposed ? " (B transposed)" : "") + (bias ? " + bias" : "") +
-                       " " + std::string(dtype_name(dt)) + " on " + device.str() + ": " + e.what();
-    throw CudaError(what, e.code());
-  }
-}
-
-namespace {
-void gemm_unnamed(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
+void gemm_impl(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
                   std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c,
                   int ldc, std::int64_t stride_c, const void* bias, Activation act, void* stream) {
     STREAMPOOL_CUDA_SCOPE;
@@ -301,5 +278,22 @@ void gemm_unnamed(const Device& device, DType dt, int batch, int m, int n, int k
   }
 }
 }  // namespace
+
+void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
+          const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
+          const void* bias, Activation act, void* stream) {
+  try {
+    gemm_impl(device, dt, batch, m, n, k, a, lda, stride_a, b, ldb, stride_b, b_transposed, c, ldc, stride_c, bias,
+                 act, stream);
+  } catch (const CudaError& e) {
+    // Name which GEMM failed: the op that asked (the stream's latest op), shapes, dtype, device.
+    const char* op = current_impl(device).last_op.load(std::memory_order_relaxed);
+    std::string what = std::string(op ? op : "GEMM") + ": " + (batch > 1 ? std::to_string(batch) + " x " : "") + "(" +
+                       std::to_string(m) + " x " + std::to_string(k) + ") @ (" + std::to_string(k) + " x " +
+                       std::to_string(n) + ")" + (b_transposed ? " (B transposed)" : "") + (bias ? " + bias" : "") +
+                       " " + std::string(dtype_name(dt)) + " on " + device.str() + ": " + e.what();
+    throw CudaError(what, e.code());
+  }
+}
 
 }  // namespace streampool::detail::cuda
