@@ -151,12 +151,9 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
   return l;
 }
 
-}  // namespace
-
-namespace {
 void gemm_impl(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
-                  std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c,
-                  int ldc, std::int64_t stride_c, const void* bias, Activation act, void* stream) {
+               std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc,
+               std::int64_t stride_c, const void* bias, Activation act, void* stream) {
     STREAMPOOL_CUDA_SCOPE;
   // Row-major C = A @ op(B) is column-major C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B.
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
