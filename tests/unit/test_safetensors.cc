@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "support/work.h"
@@ -82,7 +83,7 @@ TEST_P(SafetensorsTest, GoldenActivationValuesHold) {
 }
 
 TEST_P(SafetensorsTest, RoundTripAllDtypesViewsAndMetadata) {
-  fs::path p = fs::temp_directory_path() / ("streampool_rt_" + GetParam() + ".safetensors");
+  fs::path p = fs::temp_directory_path() / ("streampool_rt_" + GetParam() + "_" + std::to_string(getpid()) + ".safetensors");
   Tensor a = rand({3, 4}, DType::float32, device, 1);
   Tensor h = rand({5}, DType::float16, device, 2);
   Tensor bf = rand({2, 2}, DType::bfloat16, device, 3);
@@ -201,7 +202,7 @@ TEST(SafetensorsFormat, EveryMalformationNamesTheFile_cpu) {
       {"duplicate", with_header(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1)},
   };
   for (const auto& [what, bytes] : cases) {
-    fs::path p = fs::temp_directory_path() / ("streampool_bad_" + what + ".safetensors");
+    fs::path p = fs::temp_directory_path() / ("streampool_bad_" + what + "_" + std::to_string(getpid()) + ".safetensors");
     {
       std::ofstream out(p, std::ios::binary);
       out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -246,7 +247,7 @@ TEST(SafetensorsFormat, HundredThousandTensorsOpenInLinearTime_cpu) {
 }
 
 TEST(SafetensorsFormat, SavingAnUndefinedTensorNamesIt_cpu) {
-  fs::path p = fs::temp_directory_path() / "streampool_undefined.safetensors";
+  fs::path p = fs::temp_directory_path() / ("streampool_undefined_" + std::to_string(getpid()) + ".safetensors");
   try {
     save_safetensors(p.string(), {{"weight", full({2}, 1, DType::float32, Device(DeviceKind::cpu))}, {"bias", Tensor()}});
     ADD_FAILURE() << "saved an undefined tensor";
