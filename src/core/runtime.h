@@ -15,13 +15,11 @@
 #include <mutex>
 #include <vector>
 
-#include "backend/backend.h"
+#include "core/backend_interface.h"
+#include "core/per_device.h"
 #include "streampool/stream_pool.h"
 
 namespace streampool::detail {
-
-// Most devices of one kind this build addresses (CUDA ordinals beyond are refused clearly).
-inline constexpr int kMaxDevicesPerKind = 64;
 
 class DevicePool {
  public:
@@ -62,5 +60,7 @@ class DevicePool {
 // does not exist.
 DevicePool& device_pool(const Device& device);
 StreamImpl& stream_impl(const Stream& stream);
+// The calling thread's current stream of `device`, as its backend object.
+inline StreamImpl& current_impl(const Device& device) { return stream_impl(current_stream(device)); }
 
 }  // namespace streampool::detail

@@ -98,25 +98,21 @@ int DevicePool::leased_count() const {
 
 namespace {
 
-struct KindPools {
+// Devices of each kind, counted once per kind.
+struct KindCount {
   std::once_flag once;
   int count = 0;  // written once under `once`
-  std::unique_ptr<std::once_flag[]> device_once;
-  std::unique_ptr<std::atomic<DevicePool*>[]> pools;  // each set once, read lock-free
 };
 
-KindPools& kind_pools(DeviceKind kind) {
+KindCount& kind_count(DeviceKind kind) {
   // Never destroyed: Note [Process lifetime].
-  static KindPools* all = new KindPools[kNumDeviceKinds];
+  static KindCount* all = new KindCount[kNumDeviceKinds];
   return all[static_cast<int>(kind)];
 }
 
-DevicePool& create_pool(KindPools& kp, const Device& device) {
-  std::call_once(kp.device_once[device.index], [&] {
-    kp.pools[device.index].store(new DevicePool(device, settings().streams_per_device, backend(device.kind)),
-                                 std::memory_order_release);
-  });
-  return *kp.pools[device.index].load(std::memory_order_acquire);
+PerDevice<DevicePool>& pools() {
+  static auto* p = new PerDevice<DevicePool>;  // Note [Process lifetime]
+  return *p;
 }
 
 }  // namespace
@@ -124,23 +120,18 @@ DevicePool& create_pool(KindPools& kp, const Device& device) {
 DevicePool& device_pool(const Device& device) {
   check_not_forked();
   if (static_cast<int>(device.kind) >= kNumDeviceKinds) throw InvalidArgument("invalid device kind");
-  KindPools& kp = kind_pools(device.kind);
-  std::call_once(kp.once, [&] {
+  KindCount& kc = kind_count(device.kind);
+  std::call_once(kc.once, [&] {
     Backend& b = backend(device.kind);
     (void)settings();  // surface a bad STREAMPOOL_* value before any state is built
     install_fork_handler();
-    int n = std::min(b.device_count(), kMaxDevicesPerKind);
-    kp.device_once.reset(new std::once_flag[n > 0 ? n : 1]);
-    kp.pools.reset(new std::atomic<DevicePool*>[n > 0 ? n : 1]);
-    for (int i = 0; i < n; ++i) kp.pools[i].store(nullptr, std::memory_order_relaxed);
-    kp.count = n;
+    kc.count = std::min(b.device_count(), kMaxDevicesPerKind);
   });
-  if (device.index < 0 || device.index >= kp.count) {
-    throw DeviceError("device " + device.str() + " does not exist: " + std::to_string(kp.count) + " " +
+  if (device.index < 0 || device.index >= kc.count) {
+    throw DeviceError("device " + device.str() + " does not exist: " + std::to_string(kc.count) + " " +
                       std::string(to_string(device.kind)) + " device(s) visible");
   }
-  if (DevicePool* p = kp.pools[device.index].load(std::memory_order_acquire)) return *p;
-  return create_pool(kp, device);
+  return pools().get(device, [&] { return new DevicePool(device, settings().streams_per_device, backend(device.kind)); });
 }
 
 StreamImpl& stream_impl(const Stream& stream) { return device_pool(stream.device()).impl(stream.id()); }
@@ -165,7 +156,7 @@ void release_all_leases() {
       ThreadDeviceState& st = tls_state[k][i];
       if (st.leased) {
         // The pool exists: this thread leased from it.
-        kind_pools(static_cast<DeviceKind>(k)).pools[i].load(std::memory_order_acquire)->release(st.assigned);
+        pools().find(Device(static_cast<DeviceKind>(k), i))->release(st.assigned);
       }
       st.assigned = -1;
       st.leased = false;

@@ -448,16 +448,8 @@ namespace {
 
 DeviceAllocator& allocator_for(const Device& device) {
   DevicePool& pool = device_pool(device);
-  // One per device, created on first use, never destroyed (Note [Process lifetime]).
-  static std::mutex create_mu;  // guards slots during creation only
-  static auto* slots = new std::atomic<DeviceAllocator*>[kNumDeviceKinds * kMaxDevicesPerKind]();
-  auto& slot = slots[static_cast<int>(device.kind) * kMaxDevicesPerKind + device.index];
-  if (DeviceAllocator* a = slot.load(std::memory_order_acquire)) return *a;
-  std::lock_guard<std::mutex> lock(create_mu);
-  if (DeviceAllocator* a = slot.load(std::memory_order_acquire)) return *a;
-  auto* a = new DeviceAllocator(pool);
-  slot.store(a, std::memory_order_release);
-  return *a;
+  static auto* allocators = new PerDevice<DeviceAllocator>;  // Note [Process lifetime]
+  return allocators->get(device, [&] { return new DeviceAllocator(pool); });
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <mutex>
 #include <vector>
 
+#include "streampool/error.h"
+
 namespace streampool::detail {
 namespace {
 
@@ -67,7 +69,40 @@ PinnedCache& cache() {
   return *c;
 }
 
+// Pinned ints handed out one at a time from page-sized chunks.
+class PinnedWords {
+ public:
+  int* get(Backend& b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) {
+      constexpr std::size_t kPerChunk = 4096 / sizeof(int);
+      auto* chunk = static_cast<int*>(b.allocate_pinned(kPerChunk * sizeof(int)));
+      if (!chunk) throw Error("no page-locked host memory for a device flag");
+      for (std::size_t i = 0; i < kPerChunk; ++i) free_.push_back(chunk + i);  // never freed
+    }
+    int* w = free_.back();
+    free_.pop_back();
+    return w;
+  }
+  void put(int* w) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(w);
+  }
+
+ private:
+  std::mutex mu_;  // guards free_
+  std::vector<int*> free_;
+};
+
+PinnedWords& words() {
+  static auto* w = new PinnedWords;  // Note [Process lifetime]
+  return *w;
+}
+
 }  // namespace
+
+int* acquire_pinned_word(Backend& backend) { return words().get(backend); }
+void release_pinned_word(int* word) { words().put(word); }
 
 bool staged_upload(Backend& backend, void* dst, const void* src, std::size_t bytes, StreamImpl& stream) {
   if (bytes < kMinStaged) return false;

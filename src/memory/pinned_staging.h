@@ -1,5 +1,5 @@
 #pragma once
-// Host <-> device transfers through page-locked staging buffers. Internal.
+// Page-locked host memory: staging buffers for large transfers, words for device flags. Internal.
 //
 // Note [Pinned staging]
 // A copy from pageable host memory makes the driver stage it through its own small pinned
@@ -11,7 +11,7 @@
 
 #include <cstddef>
 
-#include "backend/backend.h"
+#include "core/backend_interface.h"
 
 namespace streampool::detail {
 
@@ -20,5 +20,11 @@ namespace streampool::detail {
 bool staged_upload(Backend& backend, void* dst, const void* src, std::size_t bytes, StreamImpl& stream);
 // Device `src` -> host `dst`: waits for `stream`; returns false as above.
 bool staged_download(Backend& backend, void* dst, const void* src, std::size_t bytes, StreamImpl& stream);
+
+// One page-locked host int a kernel's flag is copied into and a later host task of the same
+// stream reads (an op's on-device check). Taken from chunks of a page, never freed; throws
+// Error where the backend has no pinned memory.
+int* acquire_pinned_word(Backend& backend);
+void release_pinned_word(int* word);
 
 }  // namespace streampool::detail

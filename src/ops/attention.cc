@@ -37,11 +37,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   }
   const Device dev = q.device();
   const DType dt = q.dtype();
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) {
-    return scaled_dot_product_attention(q.to(DType::float32), k.to(DType::float32), v.to(DType::float32), mask, causal,
-                                        scale)
-        .to(dt);
-  }
+  if (cpu_widens(q)) return scaled_dot_product_attention(widened(q), widened(k), widened(v), mask, causal, scale).to(dt);
   auto last_dense = [](const Tensor& t) { return t.strides()[3] == 1 ? t : t.contiguous(); };
   const Tensor qc = last_dense(q), kc = last_dense(k), vc = last_dense(v);
   Tensor out = empty({B, H, Sq, D}, dt, dev);
@@ -65,15 +61,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   a.out = out.data_ptr();
   a.causal = causal;
   a.scale = static_cast<float>(scale ? *scale : 1.0 / std::sqrt(static_cast<double>(D)));
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    s.enqueue_host(op, [a] { cpu::attention(a); });
-    return out;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::attention(a, dt, s.native_handle());
-#endif
+  launch(op, dev, [a] { cpu::attention(a); }, [&](void* stream) { cuda::attention(a, dt, stream); });
   return out;
 }
 

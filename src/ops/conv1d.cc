@@ -23,43 +23,47 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   if (L + 2 * padding < K) op_error(op, "input is shorter than the kernel", {&x, &weight});
   const Device dev = x.device();
   const DType dt = x.dtype();
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) {
-    return conv1d(x.to(DType::float32), weight.to(DType::float32), bias.defined() ? bias.to(DType::float32) : bias,
-                  stride, padding)
-        .to(dt);
-  }
+  if (cpu_widens(x)) return conv1d(widened(x), widened(weight), widened(bias), stride, padding).to(dt);
   const Tensor xc = x.contiguous(), wc = weight.contiguous();
   const std::int64_t rows = Cin * K;
   const bool direct = K == 1 && stride == 1 && padding == 0;  // the input already is the column matrix
   Tensor cols = direct ? xc : empty({B, rows, Lout}, dt, dev);
   Tensor y = empty({B, Cout, Lout}, dt, dev);
   if (y.numel() == 0) return y;
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* xp = xc.data<float>();
-    const float* wp = wc.data<float>();
-    float* cp = cols.data<float>();
-    float* yp = y.data<float>();
-    s.enqueue_host(op, [=] {
-      if (!direct) cpu::im2col(cp, xp, static_cast<int>(B), static_cast<int>(Cin), static_cast<int>(L), static_cast<int>(K),
-                               stride, padding, static_cast<int>(Lout));
-      for (std::int64_t b = 0; b < B; ++b) {
-        cpu::gemm(static_cast<int>(Cout), static_cast<int>(Lout), static_cast<int>(rows), wp, static_cast<int>(rows),
-                  cp + b * rows * Lout, static_cast<int>(Lout), false, yp + b * Cout * Lout, static_cast<int>(Lout));
-      }
-    });
-  } else {
-#ifdef STREAMPOOL_WITH_CUDA
-    s.note_op(op);
-    if (!direct) {
-      cuda::im2col(cols.data_ptr(), xc.data_ptr(), dt, static_cast<int>(B), static_cast<int>(Cin), static_cast<int>(L),
-                   static_cast<int>(K), stride, padding, static_cast<int>(Lout), s.native_handle());
-    }
-    cuda::gemm(dev, dt, static_cast<int>(B), static_cast<int>(Cout), static_cast<int>(Lout), static_cast<int>(rows),
-               wc.data_ptr(), static_cast<int>(rows), 0, cols.data_ptr(), static_cast<int>(Lout), rows * Lout, false,
-               y.data_ptr(), static_cast<int>(Lout), Cout * Lout, nullptr, Activation::none, s.native_handle());
-#endif
-  }
+  Im2colArgs ic;
+  ic.batch = static_cast<int>(B);
+  ic.cin = static_cast<int>(Cin);
+  ic.len = static_cast<int>(L);
+  ic.kernel = static_cast<int>(K);
+  ic.stride = stride;
+  ic.padding = padding;
+  ic.lout = static_cast<int>(Lout);
+  // The weight (Cout, Cin * K) is shared by the batch; each sample's columns are its B.
+  GemmArgs g;
+  g.batch = ic.batch;
+  g.m = static_cast<int>(Cout);
+  g.n = ic.lout;
+  g.k = static_cast<int>(rows);
+  g.a = wc.data_ptr();
+  g.lda = g.k;
+  g.b = cols.data_ptr();
+  g.ldb = g.n;
+  g.stride_b = rows * Lout;
+  g.c = y.data_ptr();
+  g.ldc = g.n;
+  g.stride_c = Cout * Lout;
+  const void* xp = xc.data_ptr();
+  void* colp = cols.data_ptr();
+  launch(
+      op, dev,
+      [=] {
+        if (!direct) cpu::im2col(static_cast<float*>(colp), static_cast<const float*>(xp), ic);
+        cpu::gemm(g);
+      },
+      [&](void* stream) {
+        if (!direct) cuda::im2col(colp, xp, dt, ic, stream);
+        cuda::gemm(dev, dt, g, stream);
+      });
   // reshape, not view: a strided bias (a slice) is accepted, as linear and layer_norm accept it.
   if (bias.defined()) return add(y, bias.reshape({Cout, 1}));
   return y;

@@ -1,7 +1,6 @@
-// add, mul (with broadcasting) and the activations.
+// add, mul (with broadcasting), the activations, and the on-device result check.
 
 #include <algorithm>
-#include <cmath>
 
 #include "ops/op_common.h"
 
@@ -30,25 +29,17 @@ Tensor binary_op(const char* op, const Tensor& a, const Tensor& b, BinaryOp kind
     bc.b_strides[i] = (ib >= 0 && sb != 1) ? b.strides()[ib] : 0;
   }
   bc.numel = shape_numel(out);
-  const Device dev = a.device();
+  if (cpu_widens(a)) return binary_op(op, widened(a), widened(b), kind).to(a.dtype());
   const DType dt = a.dtype();
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) {
-    return binary_op(op, a.to(DType::float32), b.to(DType::float32), kind).to(dt);
-  }
-  Tensor y = empty(out, dt, dev);
+  Tensor y = empty(out, dt, a.device());
   if (bc.numel == 0) return y;
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* ap = a.data<float>();
-    const float* bp = b.data<float>();
-    float* yp = y.data<float>();
-    s.enqueue_host(op, [=] { cpu::binary(yp, ap, bp, bc, kind); });
-    return y;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::binary(y.data_ptr(), a.data_ptr(), b.data_ptr(), dt, bc, kind, s.native_handle());
-#endif
+  void* yp = y.data_ptr();
+  const void* ap = a.data_ptr();
+  const void* bp = b.data_ptr();
+  launch(
+      op, a.device(),
+      [=] { cpu::binary(static_cast<float*>(yp), static_cast<const float*>(ap), static_cast<const float*>(bp), bc, kind); },
+      [&](void* stream) { cuda::binary(yp, ap, bp, dt, bc, kind, stream); });
   return y;
 }
 
@@ -60,25 +51,18 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary_op("mul", a, b, Bin
 Tensor activation(const Tensor& x, Activation act) {
   const char* op = "activation";
   check_floating(op, x, "input");
-  const Device dev = x.device();
-  const DType dt = x.dtype();
   if (act == Activation::none) return x;
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) return activation(x.to(DType::float32), act).to(dt);
+  if (cpu_widens(x)) return activation(widened(x), act).to(x.dtype());
+  const DType dt = x.dtype();
   const Tensor xc = x.contiguous();
-  Tensor y = empty(x.shape(), dt, dev);
+  Tensor y = empty(x.shape(), dt, x.device());
   const std::int64_t n = y.numel();
   if (n == 0) return y;
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* xp = xc.data<float>();
-    float* yp = y.data<float>();
-    s.enqueue_host(op, [=] { cpu::unary(yp, xp, n, act); });
-    return y;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::unary(y.data_ptr(), xc.data_ptr(), dt, n, act, s.native_handle());
-#endif
+  float* yp = ptr<float>(y);
+  const float* xp = ptr<const float>(xc);
+  launch(
+      op, x.device(), [=] { cpu::unary(yp, xp, n, act); },
+      [&](void* stream) { cuda::unary(yp, xp, dt, n, act, stream); });
   return y;
 }
 
@@ -90,32 +74,16 @@ void accumulate_max_abs_diff(const Tensor& acc, const Tensor& a, const Tensor& b
     op_error(op, "acc must be one float32 element on the inputs' device", {&acc, &a});
   }
   if (a.shape() != b.shape()) op_error(op, "a and b differ in shape", {&a, &b});
-  const Device dev = a.device();
-  if (dev.kind == DeviceKind::cpu && a.dtype() != DType::float32) {
-    accumulate_max_abs_diff(acc, a.to(DType::float32), b.to(DType::float32));
-    return;
-  }
+  if (cpu_widens(a)) return accumulate_max_abs_diff(acc, widened(a), widened(b));
   const Tensor ac = a.contiguous(), bc = b.contiguous();
   const std::int64_t n = a.numel();
+  const DType dt = a.dtype();
   float* out = acc.data<float>();
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* ap = ac.data<float>();
-    const float* bp = bc.data<float>();
-    s.enqueue_host(op, [=] {
-      float m = *out;
-      for (std::int64_t i = 0; i < n; ++i) {
-        const float d = std::abs(ap[i] - bp[i]);
-        m = std::isnan(d) ? INFINITY : std::max(m, d);
-      }
-      *out = m;
-    });
-    return;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::max_abs_diff(out, ac.data_ptr(), bc.data_ptr(), a.dtype(), n, s.native_handle());
-#endif
+  const void* ap = ac.data_ptr();
+  const void* bp = bc.data_ptr();
+  launch(
+      op, a.device(), [=] { cpu::max_abs_diff(out, static_cast<const float*>(ap), static_cast<const float*>(bp), n); },
+      [&](void* stream) { cuda::max_abs_diff(out, ap, bp, dt, n, stream); });
 }
 
 }  // namespace streampool

@@ -1,10 +1,20 @@
-// linear and matmul: argument checks, then a GEMM on the current stream.
+// linear and matmul: argument checks, then one GEMM on the current stream.
 
 #include "ops/op_common.h"
 
 namespace streampool {
 
 using namespace detail;
+
+namespace {
+
+void run_gemm(const char* op, const Tensor& out, const GemmArgs& g) {
+  const Device dev = out.device();
+  const DType dt = out.dtype();
+  launch(op, dev, [g] { cpu::gemm(g); }, [&](void* stream) { cuda::gemm(dev, dt, g, stream); });
+}
+
+}  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation act) {
   const char* op = "linear";
@@ -21,46 +31,35 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
     check_like(op, x, bias, "bias");
     if (bias.dim() != 1 || bias.size(0) != weight.size(0)) op_error(op, "bias must be (out_features,)", {&weight, &bias});
   }
-  const Device dev = x.device();
-  const DType dt = x.dtype();
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) {
-    return linear(x.to(DType::float32), weight.to(DType::float32), bias.defined() ? bias.to(DType::float32) : bias, act)
-        .to(dt);
-  }
+  if (cpu_widens(x)) return linear(widened(x), widened(weight), widened(bias), act).to(x.dtype());
   const std::int64_t k = weight.size(1), n = weight.size(0);
   Shape out_shape = x.shape();
   out_shape.back() = n;
   if (k == 0) {
     // No input features: the product is zeros and the result is act(bias) broadcast, as in
     // PyTorch (a GEMM of depth 0 would leave the output unwritten).
-    Tensor y = zeros(out_shape, dt, dev);
+    Tensor y = zeros(out_shape, x.dtype(), x.device());
     if (bias.defined()) y = add(y, bias);
     return act == Activation::none ? y : activation(y, act);
   }
   const Tensor xc = x.contiguous(), wc = weight.contiguous();
   const Tensor bc = bias.defined() ? bias.contiguous() : bias;
-  const std::int64_t m = x.numel() / k;
-  Tensor y = empty(out_shape, dt, dev);
+  Tensor y = empty(out_shape, x.dtype(), x.device());
   if (y.numel() == 0) return y;
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* xp = xc.data<float>();
-    const float* wp = wc.data<float>();
-    const float* bp = bc.defined() ? bc.data<float>() : nullptr;
-    float* yp = y.data<float>();
-    s.enqueue_host(op, [=] {
-      cpu::gemm(static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), xp, static_cast<int>(k), wp,
-                static_cast<int>(k), true, yp, static_cast<int>(n));
-      cpu::bias_activation(yp, m, n, bp, act);
-    });
-    return y;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::gemm(dev, dt, 1, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), xc.data_ptr(),
-             static_cast<int>(k), 0, wc.data_ptr(), static_cast<int>(k), 0, true, y.data_ptr(), static_cast<int>(n), 0,
-             bc.defined() ? bc.data_ptr() : nullptr, act, s.native_handle());
-#endif
+  GemmArgs g;
+  g.m = static_cast<int>(x.numel() / k);
+  g.n = static_cast<int>(n);
+  g.k = static_cast<int>(k);
+  g.a = xc.data_ptr();
+  g.lda = g.k;
+  g.b = wc.data_ptr();
+  g.ldb = g.k;
+  g.b_transposed = true;
+  g.c = y.data_ptr();
+  g.ldc = g.n;
+  g.bias = ptr(bc);
+  g.act = act;
+  run_gemm(op, y, g);
   return y;
 }
 
@@ -76,36 +75,29 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (!shared_b && Shape(b.shape().begin(), b.shape().end() - 2) != batch_shape) {
     op_error(op, "batch dimensions differ (b may also be 2-D)", {&a, &b});
   }
-  const Device dev = a.device();
-  const DType dt = a.dtype();
-  if (dev.kind == DeviceKind::cpu && dt != DType::float32) return matmul(a.to(DType::float32), b.to(DType::float32)).to(dt);
-  const std::int64_t batch = shape_numel(batch_shape);
-  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  if (cpu_widens(a)) return matmul(widened(a), widened(b)).to(a.dtype());
   Shape out_shape = batch_shape;
   out_shape.push_back(m);
   out_shape.push_back(n);
-  Tensor y = empty(out_shape, dt, dev);
+  if (k == 0) return zeros(out_shape, a.dtype(), a.device());  // an empty sum, as in PyTorch
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  Tensor y = empty(out_shape, a.dtype(), a.device());
   if (y.numel() == 0) return y;
-  const std::int64_t sa = m * k, sb = shared_b ? 0 : k * n, sc = m * n;
-  StreamImpl& s = current_impl(dev);
-  if (dev.kind == DeviceKind::cpu) {
-    const float* ap = ac.data<float>();
-    const float* bp = bc.data<float>();
-    float* yp = y.data<float>();
-    s.enqueue_host(op, [=] {
-      for (std::int64_t i = 0; i < batch; ++i) {
-        cpu::gemm(static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), ap + i * sa, static_cast<int>(k),
-                  bp + i * sb, static_cast<int>(n), false, yp + i * sc, static_cast<int>(n));
-      }
-    });
-    return y;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op(op);
-  cuda::gemm(dev, dt, static_cast<int>(batch), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-             ac.data_ptr(), static_cast<int>(k), sa, bc.data_ptr(), static_cast<int>(n), sb, false, y.data_ptr(),
-             static_cast<int>(n), sc, nullptr, Activation::none, s.native_handle());
-#endif
+  GemmArgs g;
+  g.batch = static_cast<int>(shape_numel(batch_shape));
+  g.m = static_cast<int>(m);
+  g.n = static_cast<int>(n);
+  g.k = static_cast<int>(k);
+  g.a = ac.data_ptr();
+  g.lda = g.k;
+  g.stride_a = m * k;
+  g.b = bc.data_ptr();
+  g.ldb = g.n;
+  g.stride_b = shared_b ? 0 : k * n;
+  g.c = y.data_ptr();
+  g.ldc = g.n;
+  g.stride_c = m * n;
+  run_gemm(op, y, g);
   return y;
 }
 

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "backend/launch.h"
 #include "core/runtime.h"
 #include "memory/pinned_staging.h"
 #include "streampool/error.h"
@@ -73,7 +74,6 @@ std::int64_t wrap_dim(std::int64_t d, std::int64_t ndim, const char* op) {
   return d < 0 ? d + ndim : d;
 }
 
-detail::StreamImpl& current_impl(const Device& d) { return detail::stream_impl(current_stream(d)); }
 
 detail::StridedCopy describe(const TensorImpl& dst, const TensorImpl& src) {
   if (dst.shape.size() > static_cast<std::size_t>(detail::kMaxDims)) {
@@ -96,19 +96,13 @@ detail::StridedCopy describe(const TensorImpl& dst, const TensorImpl& src) {
 
 // Elementwise copy on one device, on its current stream.
 void copy_same_device(const TensorImpl& dst, const TensorImpl& src) {
-  detail::StreamImpl& s = current_impl(dst.device);
   detail::StridedCopy c = describe(dst, src);
   if (c.numel == 0) return;
-  if (dst.device.kind == DeviceKind::cpu) {
-    // No reference to the storages is kept: as on a GPU, memory freed while queued work still
-    // uses it is protected by stream order and record_stream (Note [Stream-ordered reuse]).
-    s.enqueue_host("copy", [c] { detail::cpu_copy_strided(c); });
-    return;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op("copy");
-  detail::cuda_copy_strided(c, s.native_handle());
-#endif
+  // No reference to the storages is kept: as on a GPU, memory freed while queued work still
+  // uses it is protected by stream order and record_stream (Note [Stream-ordered reuse]).
+  detail::launch(
+      "copy", dst.device, [c] { detail::cpu_copy_strided(c); },
+      [&](void* stream) { detail::cuda_copy_strided(c, stream); });
 }
 
 bool dense(const TensorImpl& t) { return t.strides == detail::contiguous_strides(t.shape); }
@@ -288,7 +282,7 @@ void Tensor::copy_from(const Tensor& src) {
   if (d.device == s.device) {
     if (d.dtype == s.dtype && dense(d) && dense(s)) {
       if (nbytes() == 0) return;
-      detail::StreamImpl& st = current_impl(d.device);
+      detail::StreamImpl& st = detail::current_impl(d.device);
       detail::device_pool(d.device).backend.copy_async(data_ptr(), src.data_ptr(), nbytes(), st);
       return;
     }
@@ -302,8 +296,8 @@ void Tensor::copy_from(const Tensor& src) {
   Tensor landing = direct ? *this : empty(shape(), s.dtype, d.device);
   const std::size_t bytes = dense_src.nbytes();
   if (bytes > 0) {
-    detail::StreamImpl& src_stream = current_impl(s.device);
-    detail::StreamImpl& dst_stream = current_impl(d.device);
+    detail::StreamImpl& src_stream = detail::current_impl(s.device);
+    detail::StreamImpl& dst_stream = detail::current_impl(d.device);
     if (s.device.kind == DeviceKind::cpu || d.device.kind == DeviceKind::cpu) {
       // One side is host memory: the CPU stream's work must be done before the CUDA copy reads
       // or writes it, and a copy to the host is complete when this returns.
@@ -336,16 +330,11 @@ void Tensor::fill_(double value) {
   }
   const std::int64_t n = numel();
   if (n == 0) return;
-  detail::StreamImpl& s = current_impl(t.device);
   void* p = data_ptr();
-  if (t.device.kind == DeviceKind::cpu) {
-    s.enqueue_host("fill", [p, dt = t.dtype, n, value] { detail::cpu_fill(p, dt, n, value); });
-    return;
-  }
-#ifdef STREAMPOOL_WITH_CUDA
-  s.note_op("fill");
-  detail::cuda_fill(p, t.dtype, n, value, s.native_handle());
-#endif
+  const DType dt = t.dtype;
+  detail::launch(
+      "fill", t.device, [p, dt, n, value] { detail::cpu_fill(p, dt, n, value); },
+      [&](void* stream) { detail::cuda_fill(p, dt, n, value, stream); });
 }
 
 void Tensor::copy_to_host(void* dst, std::size_t bytes) const {
@@ -354,7 +343,7 @@ void Tensor::copy_to_host(void* dst, std::size_t bytes) const {
                           std::to_string(nbytes()));
   }
   Tensor c = contiguous();
-  detail::StreamImpl& s = current_impl(device());
+  detail::StreamImpl& s = detail::current_impl(device());
   detail::Backend& b = detail::device_pool(device()).backend;
   if (bytes > 0 && !(device().kind != DeviceKind::cpu && detail::staged_download(b, dst, c.data_ptr(), bytes, s))) {
     b.copy_async(dst, c.data_ptr(), bytes, s);
@@ -406,7 +395,7 @@ Tensor from_host(const void* data, std::size_t bytes, const Shape& shape, DType 
   if (need > 0 && !data) throw InvalidArgument("from_host: null data pointer");
   Tensor t = empty(shape, dtype, device);
   if (need == 0) return t;
-  detail::StreamImpl& s = current_impl(device);
+  detail::StreamImpl& s = detail::current_impl(device);
   if (device.kind == DeviceKind::cpu) {
     // The block may still be read by earlier work of this stream (it was freed and cached
     // here), so the write must be stream-ordered; the caller's buffer is copied first because

@@ -54,9 +54,8 @@ struct StridedCopy {
 
 void cpu_copy_strided(const StridedCopy& c);
 void cpu_fill(void* dst, DType dtype, std::int64_t n, double value);
-#ifdef STREAMPOOL_WITH_CUDA
+// tensor/cuda/copy_kernels.cu (tensor/no_cuda/ in a build without CUDA).
 void cuda_copy_strided(const StridedCopy& c, void* stream);
 void cuda_fill(void* dst, DType dtype, std::int64_t n, double value, void* stream);
-#endif
 
 }  // namespace streampool::detail

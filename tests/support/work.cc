@@ -6,7 +6,7 @@
 #include <array>
 #include <cstdio>
 
-#include "backend/backend.h"
+#include "core/backend_interface.h"
 #include "core/runtime.h"
 
 #ifdef STREAMPOOL_WITH_CUDA

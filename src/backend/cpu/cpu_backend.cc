@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/registry.h"
 #include "streampool/error.h"
 
 namespace streampool::detail {

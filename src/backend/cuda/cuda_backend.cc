@@ -1,13 +1,14 @@
 // CUDA backend: non-blocking cudaStream_t's, events from a per-device pool.
 
-#include "core/exit_gate.h"
+#include "backend/cuda/exit_gate.h"
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <mutex>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/registry.h"
+#include "core/per_device.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/nvml_count.h"
 
@@ -52,8 +53,8 @@ class CudaEventPool {
 };
 
 CudaEventPool& event_pool(int device) {
-  static auto* pools = new CudaEventPool[64];  // Note [Process lifetime]
-  return pools[device];
+  static auto* pools = new PerDevice<CudaEventPool>;  // Note [Process lifetime]
+  return pools->get(Device(DeviceKind::cuda, device), [] { return new CudaEventPool; });
 }
 
 class CudaStream final : public StreamImpl {
@@ -329,9 +330,9 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-Backend& cuda_backend() {
+Backend* cuda_backend_if_built() {
   static Backend* b = new CudaBackend();  // Note [Process lifetime]
-  return *b;
+  return b;
 }
 
 }  // namespace streampool::detail

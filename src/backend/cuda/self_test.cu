@@ -1,5 +1,5 @@
 // The kernel of the CUDA backend's self-test.
-#include "core/exit_gate.h"
+#include "backend/cuda/exit_gate.h"
 #include <cuda_runtime.h>
 
 namespace streampool::detail {

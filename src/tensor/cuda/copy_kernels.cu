@@ -1,6 +1,5 @@
 // CUDA kernels of the tensor layer: strided copy with dtype conversion, and fill.
 
-#include "core/exit_gate.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -110,14 +109,12 @@ void check_launch(const char* what) {
 }  // namespace
 
 void cuda_copy_strided(const StridedCopy& c, void* stream) {
-    STREAMPOOL_CUDA_SCOPE;
   if (c.numel == 0) return;
   copy_strided_kernel<<<blocks_for(c.numel), 256, 0, static_cast<cudaStream_t>(stream)>>>(c);
   check_launch("copy_strided");
 }
 
 void cuda_fill(void* dst, DType dtype, std::int64_t n, double value, void* stream) {
-    STREAMPOOL_CUDA_SCOPE;
   if (n == 0) return;
   fill_kernel<<<blocks_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dst, dtype, n, value);
   check_launch("fill");

@@ -1,5 +1,12 @@
 #pragma once
 // The one small interface every backend implements (DESIGN.md, layer 2). Internal.
+//
+// Note [Backend registry]
+// The interface lives in core, beside the device registry that uses it (the stream pool):
+// core never includes a backend. The backends under backend/ implement it, and
+// backend/registry.cc - the one file that knows which backends this build has - defines
+// find_backend(). A build without CUDA links backend/no_cuda/ in place of backend/cuda/: the
+// same functions, raising DeviceError, so no source file tests STREAMPOOL_WITH_CUDA.
 
 #include <atomic>
 #include <cstddef>
@@ -94,14 +101,9 @@ class Backend {
   virtual void self_test(StreamImpl& stream) = 0;
 };
 
-// nullptr where this build lacks the backend.
+// nullptr where this build lacks the backend (defined in backend/registry.cc).
 Backend* find_backend(DeviceKind kind);
 // Throws DeviceError where this build lacks the backend.
 Backend& backend(DeviceKind kind);
-
-Backend& cpu_backend();
-#ifdef STREAMPOOL_WITH_CUDA
-Backend& cuda_backend();
-#endif
 
 }  // namespace streampool::detail

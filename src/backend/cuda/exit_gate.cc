@@ -1,4 +1,4 @@
-#include "core/exit_gate.h"
+#include "backend/cuda/exit_gate.h"
 
 #include <atomic>
 #include <chrono>

@@ -1,4 +1,4 @@
-#include "backend/backend.h"
+#include "core/backend_interface.h"
 
 #include <sstream>
 #include <utility>
@@ -38,20 +38,6 @@ std::exception_ptr make_async_error(const char* op, const Stream& stream, std::e
   std::ostringstream msg;
   msg << "op '" << (op ? op : "?") << "' failed asynchronously on " << stream.str() << ": " << reason;
   return std::make_exception_ptr(AsyncError(msg.str(), op ? op : "?", std::move(cause)));
-}
-
-Backend* find_backend(DeviceKind kind) {
-  switch (kind) {
-    case DeviceKind::cpu:
-      return &cpu_backend();
-    case DeviceKind::cuda:
-#ifdef STREAMPOOL_WITH_CUDA
-      return &cuda_backend();
-#else
-      return nullptr;
-#endif
-  }
-  return nullptr;
 }
 
 Backend& backend(DeviceKind kind) {

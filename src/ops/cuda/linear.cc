@@ -1,4 +1,4 @@
-// GEMMs on CUDA through cuBLASLt.
+// The CUDA GEMM: cuBLASLt, with the bias and ReLU / tanh-GELU fused into its epilogue.
 //
 // Note [BLAS handles and workspaces]
 // A cuBLASLt handle is used by one thread at a time: each thread leases one per device from a
@@ -9,7 +9,6 @@
 // behind a reader-writer lock (written once per new problem), and each thread keeps its own
 // copy of the map so that the lock is taken only at a thread's first use of a problem.
 
-#include "core/exit_gate.h"
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -21,7 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "ops/op_common.h"
+#include "core/runtime.h"
+#include "ops/cuda/kernels.h"
 #include "streampool/allocator.h"
 #include "streampool/settings.h"
 
@@ -63,8 +63,8 @@ class HandlePool {
 };
 
 HandlePool& handle_pool(int device) {
-  static auto* pools = new HandlePool[kMaxDevicesPerKind];  // Note [Process lifetime]
-  return pools[device];
+  static auto* pools = new PerDevice<HandlePool>;  // Note [Process lifetime]
+  return pools->get(Device(DeviceKind::cuda, device), [] { return new HandlePool; });
 }
 
 struct Plan;
@@ -151,10 +151,13 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
   return l;
 }
 
-void gemm_impl(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda,
-               std::int64_t stride_a, const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc,
-               std::int64_t stride_c, const void* bias, Activation act, void* stream) {
-    STREAMPOOL_CUDA_SCOPE;
+void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) {
+  const int batch = g.batch, m = g.m, n = g.n, k = g.k, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const std::int64_t stride_a = g.stride_a, stride_b = g.stride_b, stride_c = g.stride_c;
+  const void *a = g.a, *b = g.b, *bias = g.bias;
+  void* c = g.c;
+  const bool b_transposed = g.b_transposed;
+  const Activation act = g.act;
   // Row-major C = A @ op(B) is column-major C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B.
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   Activation after = act;  // what still needs a pass of our own after the GEMM
@@ -276,18 +279,15 @@ void gemm_impl(const Device& device, DType dt, int batch, int m, int n, int k, c
 }
 }  // namespace
 
-void gemm(const Device& device, DType dt, int batch, int m, int n, int k, const void* a, int lda, std::int64_t stride_a,
-          const void* b, int ldb, std::int64_t stride_b, bool b_transposed, void* c, int ldc, std::int64_t stride_c,
-          const void* bias, Activation act, void* stream) {
+void gemm(const Device& device, DType dt, const GemmArgs& g, void* stream) {
   try {
-    gemm_impl(device, dt, batch, m, n, k, a, lda, stride_a, b, ldb, stride_b, b_transposed, c, ldc, stride_c, bias,
-                 act, stream);
+    gemm_impl(device, dt, g, stream);
   } catch (const CudaError& e) {
     // Name which GEMM failed: the op that asked (the stream's latest op), shapes, dtype, device.
     const char* op = current_impl(device).last_op.load(std::memory_order_relaxed);
-    std::string what = std::string(op ? op : "GEMM") + ": " + (batch > 1 ? std::to_string(batch) + " x " : "") + "(" +
-                       std::to_string(m) + " x " + std::to_string(k) + ") @ (" + std::to_string(k) + " x " +
-                       std::to_string(n) + ")" + (b_transposed ? " (B transposed)" : "") + (bias ? " + bias" : "") +
+    std::string what = std::string(op ? op : "GEMM") + ": " + (g.batch > 1 ? std::to_string(g.batch) + " x " : "") +
+                       "(" + std::to_string(g.m) + " x " + std::to_string(g.k) + ") @ (" + std::to_string(g.k) + " x " +
+                       std::to_string(g.n) + ")" + (g.b_transposed ? " (B transposed)" : "") + (g.bias ? " + bias" : "") +
                        " " + std::string(dtype_name(dt)) + " on " + device.str() + ": " + e.what();
     throw CudaError(what, e.code());
   }

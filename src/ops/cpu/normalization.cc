@@ -1,0 +1,44 @@
+// CPU softmax and layer norm over rows (double accumulators).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/cpu/kernels.h"
+
+namespace streampool::detail::cpu {
+
+void softmax_rows(float* y, const float* x, std::int64_t rows, std::int64_t n) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * n;
+    float* out = y + r * n;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (std::int64_t i = 0; i < n; ++i) mx = std::max(mx, in[i]);
+    double sum = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      out[i] = std::exp(in[i] - mx);
+      sum += out[i];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (std::int64_t i = 0; i < n; ++i) out[i] *= inv;
+  }
+}
+
+void layer_norm_rows(float* y, const float* x, const float* w, const float* b, std::int64_t rows, std::int64_t n,
+                     float eps) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * n;
+    float* out = y + r * n;
+    double mean = 0;
+    for (std::int64_t i = 0; i < n; ++i) mean += in[i];
+    mean /= static_cast<double>(n);
+    double var = 0;
+    for (std::int64_t i = 0; i < n; ++i) var += (in[i] - mean) * (in[i] - mean);
+    var /= static_cast<double>(n);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+    const float m = static_cast<float>(mean);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = (in[i] - m) * rstd * w[i] + b[i];
+  }
+}
+
+}  // namespace streampool::detail::cpu
