@@ -13,7 +13,9 @@
 
 #include "streampool/device.h"
 #include "streampool/stream.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 namespace detail {
@@ -80,3 +82,4 @@ void set_memory_limit(const Device& device, std::size_t bytes);
 std::size_t memory_limit(const Device& device);
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -8,6 +8,9 @@
 #include <string>
 #include <string_view>
 
+#include "streampool/export.h"
+
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 enum class DeviceKind : std::uint8_t { cpu = 0, cuda = 1 };
@@ -69,3 +72,4 @@ struct std::hash<streampool::Device> {
     return (static_cast<std::size_t>(d.kind) << 16) ^ static_cast<std::size_t>(d.index);
   }
 };
+STREAMPOOL_API_END

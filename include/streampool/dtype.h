@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 
+#include "streampool/export.h"
+
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 enum class DType : std::uint8_t { float32, float16, bfloat16, int64, int32, uint8, boolean };
@@ -32,3 +35,4 @@ template <> constexpr DType dtype_of<std::uint8_t>() { return DType::uint8; }
 template <> constexpr DType dtype_of<bool>() { return DType::boolean; }
 
 }  // namespace streampool
+STREAMPOOL_API_END

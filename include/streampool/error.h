@@ -5,6 +5,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "streampool/export.h"
+
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 class Error : public std::runtime_error {
@@ -80,3 +83,4 @@ class AsyncError : public Error {
 };
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -7,7 +7,9 @@
 
 #include "streampool/device.h"
 #include "streampool/stream.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 namespace detail {
@@ -49,3 +51,4 @@ class Event {
 };
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "streampool/tensor.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 enum class Activation { none, relu, gelu, gelu_tanh, silu, tanh };
@@ -57,3 +59,4 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 void accumulate_max_abs_diff(const Tensor& acc, const Tensor& a, const Tensor& b);
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -18,7 +18,9 @@
 
 #include "streampool/dtype.h"
 #include "streampool/tensor.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 struct SafetensorsEntry {
@@ -67,3 +69,4 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
                       const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "streampool/stream_pool.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 // A memory cap: absolute bytes, or a fraction of the device's total memory.
@@ -48,3 +50,4 @@ std::string to_string(const MemoryLimitSetting& setting);
 std::string format_bytes(std::size_t bytes);
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -8,7 +8,9 @@
 #include <string>
 
 #include "streampool/device.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 class Event;
@@ -55,3 +57,4 @@ struct std::hash<streampool::Stream> {
     return std::hash<streampool::Device>{}(s.device()) * 1000003u ^ s.id();
   }
 };
+STREAMPOOL_API_END

@@ -3,7 +3,9 @@
 
 #include "streampool/stream.h"
 #include "streampool/stream_pool.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 class StreamGuard {
@@ -23,3 +25,4 @@ class StreamGuard {
 };
 
 }  // namespace streampool
+STREAMPOOL_API_END

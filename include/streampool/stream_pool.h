@@ -16,7 +16,9 @@
 
 #include "streampool/device.h"
 #include "streampool/stream.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 enum class ExhaustedPolicy : std::uint8_t { share, wait, error };
@@ -55,3 +57,4 @@ void set_pool_exhausted_policy(PoolExhaustedSetting setting);
 void synchronize(const Device& device);
 
 }  // namespace streampool
+STREAMPOOL_API_END

@@ -17,7 +17,9 @@
 #include "streampool/device.h"
 #include "streampool/dtype.h"
 #include "streampool/stream.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool {
 
 using Shape = std::vector<std::int64_t>;
@@ -135,3 +137,4 @@ Tensor randn(const Shape& shape, DType dtype, const Device& device, std::uint64_
 void hand_over(const Tensor& t, const Stream& consumer);
 
 }  // namespace streampool
+STREAMPOOL_API_END

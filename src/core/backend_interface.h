@@ -6,7 +6,7 @@
 // core never includes a backend. The backends under backend/ implement it, and
 // backend/registry.cc - the one file that knows which backends this build has - defines
 // find_backend(). A build without CUDA links backend/no_cuda/ in place of backend/cuda/: the
-// same functions, raising DeviceError, so no source file tests STREAMPOOL_WITH_CUDA.
+// same functions, raising DeviceError, so no source file tests for a CUDA build.
 
 #include <atomic>
 #include <cstddef>
@@ -18,6 +18,7 @@
 #include <string>
 
 #include "streampool/device.h"
+#include "streampool/export.h"
 #include "streampool/stream.h"
 
 namespace streampool::detail {
@@ -103,7 +104,8 @@ class Backend {
 
 // nullptr where this build lacks the backend (defined in backend/registry.cc).
 Backend* find_backend(DeviceKind kind);
-// Throws DeviceError where this build lacks the backend.
-Backend& backend(DeviceKind kind);
+// Throws DeviceError where this build lacks the backend. A test hook: tests/support/work.cc
+// allocates and copies through it.
+STREAMPOOL_TEST_HOOK Backend& backend(DeviceKind kind);
 
 }  // namespace streampool::detail

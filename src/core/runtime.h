@@ -59,7 +59,8 @@ class DevicePool {
 // The pool of `device`; throws ForkedChildError in a forked child, DeviceError for a device that
 // does not exist.
 DevicePool& device_pool(const Device& device);
-StreamImpl& stream_impl(const Stream& stream);
+// A test hook: tests/support/work.cc submits real work to a stream through it.
+STREAMPOOL_TEST_HOOK StreamImpl& stream_impl(const Stream& stream);
 // The calling thread's current stream of `device`, as its backend object.
 inline StreamImpl& current_impl(const Device& device) { return stream_impl(current_stream(device)); }
 

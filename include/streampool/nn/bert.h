@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "streampool/nn/layers.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool::nn {
 
 struct BertConfig {
@@ -49,3 +51,4 @@ class BertModel : public Module {
 };
 
 }  // namespace streampool::nn
+STREAMPOOL_API_END

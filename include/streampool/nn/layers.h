@@ -6,7 +6,9 @@
 
 #include "streampool/nn/module.h"
 #include "streampool/ops.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool::nn {
 
 class Linear : public Module {
@@ -85,3 +87,4 @@ class Sequential : public Module {
 std::unique_ptr<Sequential> make_mlp(const std::vector<std::int64_t>& sizes, Activation act);
 
 }  // namespace streampool::nn
+STREAMPOOL_API_END

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "streampool/tensor.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool::nn {
 
 using StateDict = std::map<std::string, Tensor>;
@@ -61,3 +63,4 @@ class Module {
 };
 
 }  // namespace streampool::nn
+STREAMPOOL_API_END

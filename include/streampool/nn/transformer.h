@@ -2,7 +2,9 @@
 // MultiheadAttention (self-attention) and TransformerEncoderLayer, with PyTorch's names.
 
 #include "streampool/nn/layers.h"
+#include "streampool/export.h"
 
+STREAMPOOL_API_BEGIN
 namespace streampool::nn {
 
 class MultiheadAttention : public Module {
@@ -39,3 +41,4 @@ class TransformerEncoderLayer : public Module {
 };
 
 }  // namespace streampool::nn
+STREAMPOOL_API_END

@@ -2,6 +2,8 @@
 #include "backend/cuda/exit_gate.h"
 #include <cuda_runtime.h>
 
+#include "streampool/export.h"
+
 namespace streampool::detail {
 
 namespace {
@@ -12,7 +14,8 @@ __global__ void affine_iota(float* out, int n, float scale, float shift) {
 }
 }  // namespace
 
-cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream) {
+// A test hook as well: tests/support/work.cc launches it as its CUDA work.
+STREAMPOOL_TEST_HOOK cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream) {
     STREAMPOOL_CUDA_SCOPE;
   affine_iota<<<(n + 255) / 256, 256, 0, stream>>>(out, n, scale, shift);
   return cudaGetLastError();

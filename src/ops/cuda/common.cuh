@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 
+#include "backend/cuda/cuda_check.h"
 #include "ops/cuda/kernels.h"
 #include "streampool/error.h"
 
@@ -71,9 +72,8 @@ void check(const char* what, DType dt, Describe&& describe) {
   if (st != cudaSuccess) {
     int device = -1;
     cudaGetDevice(&device);
-    throw CudaError(std::string(what) + " kernel launch failed for " + describe() + " " + std::string(dtype_name(dt)) +
-                        " on cuda:" + std::to_string(device) + ": " + cudaGetErrorString(st),
-                    static_cast<int>(st));
+    throw_cuda((std::string(what) + " kernel launch").c_str(), st,
+               describe() + " " + std::string(dtype_name(dt)) + " on cuda:" + std::to_string(device));
   }
 }
 
