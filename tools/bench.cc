@@ -81,8 +81,8 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
   r.dtype = std::string(dtype_name(dt));
   r.mode = "direct";
   r.threads = threads;
-  Tensor input = w.make_input(dev, dt);
-  Tensor ref = w.forward(input);
+  const Tensor input = w.input.x;
+  Tensor ref = w.model->forward(w.input).y;
   current_stream(dev).synchronize();
   reset_peak_stats(dev);
 
@@ -97,10 +97,11 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
       int passed = 0;  // barriers this thread has passed: a failure drops out of the rest
       try {
         Stream s = current_stream(dev);
-        Tensor x = empty(input.shape(), input.dtype(), dev);
-        x.copy_from(input);
+        Tensor mine = empty(input.shape(), input.dtype(), dev);
+        mine.copy_from(input);
+        const nn::Input x(mine);
         accs[t] = zeros({1}, DType::float32, dev);
-        for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], w.forward(x), ref);  // warm-up
+        for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], w.model->forward(x).y, ref);  // warm-up
         s.synchronize();
         warm.arrive_and_wait();
         passed = 1;
@@ -110,7 +111,7 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
         L.reserve(1 << 16);
         while (!stop.load(std::memory_order_relaxed)) {
           const auto a = Clock::now();
-          accumulate_max_abs_diff(accs[t], w.forward(x), ref);
+          accumulate_max_abs_diff(accs[t], w.model->forward(x).y, ref);
           s.synchronize();
           L.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
         }

@@ -4,9 +4,7 @@
 #include <fstream>
 
 #include "streampool/error.h"
-#include "streampool/nn/bert.h"
-#include "streampool/nn/layers.h"
-#include "streampool/nn/transformer.h"
+#include "streampool/nn/registry.h"
 #include "streampool/ops.h"
 
 namespace streampool::golden {
@@ -15,39 +13,44 @@ namespace {
 
 using nlohmann::json;
 
-template <typename T>
-T cfg(const json& c, const char* key, T fallback) {
-  return c.contains(key) && !c[key].is_null() ? c[key].get<T>() : fallback;
-}
-
-Activation parse_act(const std::string& s, const std::string& approximate = "none") {
-  if (s == "relu") return Activation::relu;
-  if (s == "gelu") return approximate == "tanh" ? Activation::gelu_tanh : Activation::gelu;
-  if (s == "gelu_new" || s == "gelu_pytorch_tanh") return Activation::gelu_tanh;
-  if (s == "silu" || s == "swish") return Activation::silu;
-  if (s == "tanh") return Activation::tanh;
-  throw InvalidArgument("golden: unknown activation '" + s + "'");
-}
-
 nn::StateDict params_of(const Case& c, const SafetensorsFile& f) {
   nn::StateDict sd;
   for (const auto& p : c.params) sd[p] = f.load(p, Device(DeviceKind::cpu));
   return sd;
 }
 
-// A single module whose forward takes the case's one input and gives "output".
-class ModuleModel : public Model {
+// A module built by the nn registry from the case's kind and config, called in the one module
+// call form. The case's inputs fill the Input by name; "output_masked" is the same module run
+// again with the key padding mask.
+class ModuleCase : public Model {
  public:
-  explicit ModuleModel(std::unique_ptr<nn::Module> m) : m_(std::move(m)) {}
+  explicit ModuleCase(std::unique_ptr<nn::Module> m) : m_(std::move(m)) {}
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& in) const override {
-    return {{"output", m_->forward(in.at("input"))}};
+    auto get = [&](const char* n) { return in.count(n) ? in.at(n) : Tensor(); };
+    nn::Input x(in.count("input_ids") ? in.at("input_ids") : in.at("input"));
+    x.attention_mask = get("attention_mask");
+    x.token_type_ids = get("token_type_ids");
+    nn::Output o = m_->forward(x);
+    std::map<std::string, Tensor> out;
+    if (in.count("input_ids")) {
+      out["last_hidden_state"] = o.y;
+      out["pooler_output"] = o.pooled;
+    } else {
+      out["output"] = o.y;
+    }
+    if (in.count("key_padding_mask")) {
+      x.key_padding_mask = in.at("key_padding_mask");
+      out["output_masked"] = m_->forward(x).y;
+    }
+    return out;
   }
 
  private:
   std::unique_ptr<nn::Module> m_;
 };
 
-class ActivationsModel : public Model {
+// Op cases: the functional ops on the case's inputs, no module.
+class ActivationsCase : public Model {
  public:
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& in) const override {
     const Tensor& x = in.at("input");
@@ -56,9 +59,9 @@ class ActivationsModel : public Model {
   }
 };
 
-class SdpaModel : public Model {
+class SdpaCase : public Model {
  public:
-  explicit SdpaModel(std::optional<double> scale) : scale_(scale) {}
+  explicit SdpaCase(std::optional<double> scale) : scale_(scale) {}
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& in) const override {
     const Tensor &q = in.at("q"), &k = in.at("k"), &v = in.at("v");
     return {{"output", scaled_dot_product_attention(q, k, v, Tensor(), false, scale_)},
@@ -68,49 +71,6 @@ class SdpaModel : public Model {
  private:
   std::optional<double> scale_;
 };
-
-template <typename M>
-class MaskedModel : public Model {
- public:
-  explicit MaskedModel(std::unique_ptr<M> m) : m_(std::move(m)) {}
-  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& in) const override {
-    std::map<std::string, Tensor> out{{"output", m_->forward(in.at("input"), Tensor())}};
-    if (in.count("key_padding_mask")) out["output_masked"] = m_->forward(in.at("input"), in.at("key_padding_mask"));
-    return out;
-  }
-
- private:
-  std::unique_ptr<M> m_;
-};
-
-class BertModelCase : public Model {
- public:
-  explicit BertModelCase(std::unique_ptr<nn::BertModel> m) : m_(std::move(m)) {}
-  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& in) const override {
-    auto get = [&](const char* n) { return in.count(n) ? in.at(n) : Tensor(); };
-    nn::BertOutput o = m_->forward(in.at("input_ids"), get("attention_mask"), get("token_type_ids"));
-    return {{"last_hidden_state", o.last_hidden_state}, {"pooler_output", o.pooler_output}};
-  }
-
- private:
-  std::unique_ptr<nn::BertModel> m_;
-};
-
-std::unique_ptr<nn::Module> build_layer(const json& l) {
-  const std::string kind = l.at("kind").get<std::string>();
-  if (kind == "linear") {
-    return std::make_unique<nn::Linear>(l.at("in_features").get<std::int64_t>(), l.at("out_features").get<std::int64_t>(),
-                                        cfg<bool>(l, "bias", true));
-  }
-  if (kind == "conv1d") {
-    return std::make_unique<nn::Conv1d>(l.at("in_channels").get<std::int64_t>(), l.at("out_channels").get<std::int64_t>(),
-                                        l.at("kernel_size").get<std::int64_t>(), cfg<int>(l, "stride", 1),
-                                        cfg<int>(l, "padding", 0), cfg<bool>(l, "bias", true));
-  }
-  if (kind == "gelu") return std::make_unique<nn::ActivationLayer>(parse_act("gelu", cfg<std::string>(l, "approximate", "none")));
-  if (kind == "relu" || kind == "silu" || kind == "tanh") return std::make_unique<nn::ActivationLayer>(parse_act(kind));
-  throw InvalidArgument("golden: unknown sequential layer kind '" + kind + "'");
-}
 
 }  // namespace
 
@@ -145,57 +105,18 @@ std::vector<Case> load_manifest(const std::string& dir) {
 
 std::unique_ptr<Model> build(const Case& c, const SafetensorsFile& f, const Device& device, DType dtype) {
   const json& k = c.config;
-  auto loaded = [&](auto m) {
-    m->load_state_dict(params_of(c, f), device, dtype);
-    return m;
-  };
-  if (c.kind == "linear") {
-    return std::make_unique<ModuleModel>(loaded(std::make_unique<nn::Linear>(
-        k.at("in_features").get<std::int64_t>(), k.at("out_features").get<std::int64_t>(), cfg<bool>(k, "bias", true))));
-  }
-  if (c.kind == "sequential") {
-    auto seq = std::make_unique<nn::Sequential>();
-    for (const auto& l : k.at("layers")) seq->add(build_layer(l));
-    return std::make_unique<ModuleModel>(loaded(std::move(seq)));
-  }
-  if (c.kind == "layer_norm") {
-    return std::make_unique<ModuleModel>(loaded(std::make_unique<nn::LayerNorm>(
-        k.at("normalized_shape").get<std::int64_t>(), cfg<double>(k, "eps", 1e-5))));
-  }
   if (c.kind == "activations") {
-    if (cfg<int>(k, "softmax_dim", -1) != -1) throw InvalidArgument("golden: softmax over a dimension other than the last");
-    return std::make_unique<ActivationsModel>();
+    if (k.value("softmax_dim", -1) != -1) throw InvalidArgument("golden: softmax over a dimension other than the last");
+    return std::make_unique<ActivationsCase>();
   }
   if (c.kind == "sdpa") {
     std::optional<double> scale;
     if (k.contains("scale") && !k["scale"].is_null()) scale = k["scale"].get<double>();
-    return std::make_unique<SdpaModel>(scale);
+    return std::make_unique<SdpaCase>(scale);
   }
-  if (c.kind == "multihead_attention") {
-    return std::make_unique<MaskedModel<nn::MultiheadAttention>>(loaded(std::make_unique<nn::MultiheadAttention>(
-        k.at("embed_dim").get<std::int64_t>(), k.at("num_heads").get<std::int64_t>(), cfg<bool>(k, "bias", true),
-        cfg<bool>(k, "batch_first", false))));
-  }
-  if (c.kind == "transformer_encoder_layer") {
-    return std::make_unique<MaskedModel<nn::TransformerEncoderLayer>>(loaded(std::make_unique<nn::TransformerEncoderLayer>(
-        k.at("d_model").get<std::int64_t>(), k.at("nhead").get<std::int64_t>(), cfg<std::int64_t>(k, "dim_feedforward", 2048),
-        parse_act(cfg<std::string>(k, "activation", "relu")), cfg<bool>(k, "norm_first", false),
-        cfg<double>(k, "layer_norm_eps", 1e-5), cfg<bool>(k, "batch_first", false))));
-  }
-  if (c.kind == "bert") {
-    nn::BertConfig b;
-    b.vocab_size = k.at("vocab_size").get<std::int64_t>();
-    b.hidden_size = k.at("hidden_size").get<std::int64_t>();
-    b.num_hidden_layers = k.at("num_hidden_layers").get<std::int64_t>();
-    b.num_attention_heads = k.at("num_attention_heads").get<std::int64_t>();
-    b.intermediate_size = k.at("intermediate_size").get<std::int64_t>();
-    b.max_position_embeddings = cfg<std::int64_t>(k, "max_position_embeddings", 512);
-    b.type_vocab_size = cfg<std::int64_t>(k, "type_vocab_size", 2);
-    b.layer_norm_eps = cfg<double>(k, "layer_norm_eps", 1e-12);
-    b.hidden_act = parse_act(cfg<std::string>(k, "hidden_act", "gelu"));
-    return std::make_unique<BertModelCase>(loaded(std::make_unique<nn::BertModel>(b)));
-  }
-  throw InvalidArgument("golden: unknown case kind '" + c.kind + "'");
+  auto m = nn::make_module(c.kind, k.dump());
+  m->load_state_dict(params_of(c, f), device, dtype);
+  return std::make_unique<ModuleCase>(std::move(m));
 }
 
 std::map<std::string, Tensor> load_inputs(const Case& c, const SafetensorsFile& f, const Device& device, DType dtype) {

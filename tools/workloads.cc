@@ -3,9 +3,9 @@
 #include <cmath>
 
 #include "streampool/error.h"
-#include "streampool/nn/bert.h"
-#include "streampool/nn/layers.h"
-#include "streampool/nn/transformer.h"
+#include <map>
+
+#include "streampool/nn/registry.h"
 
 namespace streampool::bench {
 
@@ -30,12 +30,6 @@ void randomize(nn::Module& m, const Device& device, DType dtype) {
   m.load_state_dict(sd, device, dtype);
 }
 
-template <typename M>
-std::shared_ptr<M> loaded(std::shared_ptr<M> m, const Device& d, DType t) {
-  randomize(*m, d, t);
-  return m;
-}
-
 }  // namespace
 
 const std::vector<std::string>& workload_names() {
@@ -44,55 +38,42 @@ const std::vector<std::string>& workload_names() {
 }
 
 Workload make_workload(const std::string& name, const Device& device, DType dtype) {
+  struct Spec {
+    const char* kind;
+    const char* config;
+  };
+  // The modules of WORKLOADS.md, in the registry's configuration form.
+  static const std::map<std::string, Spec> specs = {
+      {"mlp", {"mlp", R"({"sizes": [256, 1024, 1024, 256], "activation": "gelu"})"}},
+      {"encoder",
+       {"transformer_encoder_layer",
+        R"({"d_model": 512, "nhead": 8, "dim_feedforward": 2048, "activation": "relu", "batch_first": true})"}},
+      {"linear4096", {"linear", R"({"in_features": 4096, "out_features": 4096})"}},
+      {"conv1d",
+       {"sequential", R"({"layers": [
+          {"kind": "conv1d", "in_channels": 80, "out_channels": 256, "kernel_size": 5, "padding": 2}, {"kind": "relu"},
+          {"kind": "conv1d", "in_channels": 256, "out_channels": 256, "kernel_size": 5, "padding": 2}, {"kind": "relu"},
+          {"kind": "conv1d", "in_channels": 256, "out_channels": 80, "kernel_size": 1}]})"}},
+      {"bert-minilm",
+       {"bert", R"({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                   "intermediate_size": 1536, "max_position_embeddings": 512})"}},
+  };
+  auto it = specs.find(name);
+  if (it == specs.end()) {
+    throw InvalidArgument("unknown workload '" + name + "' (mlp, encoder, linear4096, conv1d, bert-minilm)");
+  }
+  std::shared_ptr<nn::Module> m = nn::make_module(it->second.kind, it->second.config);
+  randomize(*m, device, dtype);
   Workload w;
   w.name = name;
-  auto float_input = [](Shape shape) {
-    return [shape](const Device& d, DType t) { return randn(shape, t, d, 99); };
-  };
-  if (name == "mlp") {
-    auto m = loaded(std::shared_ptr<nn::Sequential>(nn::make_mlp({256, 1024, 1024, 256}, Activation::gelu)), device, dtype);
-    w.model = m;
-    w.forward = [m](const Tensor& x) { return m->forward(x); };
-    w.make_input = float_input({1, 256});
-  } else if (name == "encoder") {
-    auto m = loaded(std::make_shared<nn::TransformerEncoderLayer>(512, 8, 2048, Activation::relu, false, 1e-5, true),
-                    device, dtype);
-    w.model = m;
-    w.forward = [m](const Tensor& x) { return m->forward(x); };
-    w.make_input = float_input({1, 128, 512});
-  } else if (name == "linear4096") {
-    auto m = loaded(std::make_shared<nn::Linear>(4096, 4096), device, dtype);
-    w.model = m;
-    w.forward = [m](const Tensor& x) { return m->forward(x); };
-    w.make_input = float_input({32, 4096});
-  } else if (name == "conv1d") {
-    auto seq = std::make_shared<nn::Sequential>();
-    seq->add(std::make_unique<nn::Conv1d>(80, 256, 5, 1, 2));
-    seq->add(std::make_unique<nn::ActivationLayer>(Activation::relu));
-    seq->add(std::make_unique<nn::Conv1d>(256, 256, 5, 1, 2));
-    seq->add(std::make_unique<nn::ActivationLayer>(Activation::relu));
-    seq->add(std::make_unique<nn::Conv1d>(256, 80, 1));
-    auto m = loaded(seq, device, dtype);
-    w.model = m;
-    w.forward = [m](const Tensor& x) { return m->forward(x); };
-    w.make_input = float_input({1, 80, 400});
-  } else if (name == "bert-minilm") {
-    nn::BertConfig c;
-    c.vocab_size = 30522;
-    c.hidden_size = 384;
-    c.num_hidden_layers = 6;
-    c.num_attention_heads = 12;
-    c.intermediate_size = 1536;
-    c.max_position_embeddings = 512;
-    auto m = loaded(std::make_shared<nn::BertModel>(c), device, dtype);
-    w.model = m;
-    w.forward = [m](const Tensor& ids) { return m->forward(ids, Tensor(), Tensor()).last_hidden_state; };
-    w.make_input = [](const Device& d, DType) {
-      Tensor r = rand({1, 128}, DType::float32, Device(DeviceKind::cpu), 7, 0.0, 30521.0);
-      return r.to(DType::int64).to(d);
-    };
+  w.model = m;
+  if (name == "bert-minilm") {
+    Tensor r = rand({1, 128}, DType::float32, Device(DeviceKind::cpu), 7, 0.0, 30521.0);
+    w.input = nn::Input(r.to(DType::int64).to(device));
   } else {
-    throw InvalidArgument("unknown workload '" + name + "' (mlp, encoder, linear4096, conv1d, bert-minilm)");
+    const Shape shape = name == "mlp" ? Shape{1, 256} : name == "encoder" ? Shape{1, 128, 512}
+                                                      : name == "linear4096" ? Shape{32, 4096} : Shape{1, 80, 400};
+    w.input = nn::Input(randn(shape, dtype, device, 99));
   }
   return w;
 }

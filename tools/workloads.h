@@ -1,7 +1,7 @@
 #pragma once
-// The benchmark workloads of bench/WORKLOADS.md, with random weights from a fixed seed.
+// The benchmark workloads of bench/WORKLOADS.md: modules from the nn registry with random
+// weights from a fixed seed, and one request's input.
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,9 +12,8 @@ namespace streampool::bench {
 
 struct Workload {
   std::string name;
-  std::shared_ptr<nn::Module> model;                       // shared by every thread
-  std::function<Tensor(const Tensor&)> forward;            // one request
-  std::function<Tensor(const Device&, DType)> make_input;  // one request's input
+  std::shared_ptr<const nn::Module> model;  // shared by every thread; one request is model->forward(input)
+  nn::Input input;                          // one request's input, on the workload's device
 };
 
 const std::vector<std::string>& workload_names();  // mlp, encoder, linear4096, conv1d, bert-minilm

@@ -17,4 +17,5 @@
 #include "streampool/nn/bert.h"
 #include "streampool/nn/layers.h"
 #include "streampool/nn/module.h"
+#include "streampool/nn/registry.h"
 #include "streampool/nn/transformer.h"

@@ -5,72 +5,67 @@
 namespace streampool::nn {
 
 Linear::Linear(std::int64_t in, std::int64_t out, bool has_bias)
-    : in_features(in), out_features(out), has_bias_(has_bias) {
+    : Module("Linear"), in_features(in), out_features(out) {
   if (in < 0 || out < 0) throw InvalidArgument("Linear: negative size");
+  weight_ = register_parameter("weight", {out, in});
+  bias_ = has_bias ? register_parameter("bias", {out}) : -1;
 }
 
-void Linear::collect(const std::string& prefix, std::vector<Param>& out) {
-  out.push_back({prefix + "weight", {out_features, in_features}, &weight});
-  if (has_bias_) out.push_back({prefix + "bias", {out_features}, &bias});
+Output Linear::forward(const Input& in) const {
+  check_input(in, takes_x);
+  return {forward_fused(in.x, Activation::none), Tensor()};
 }
 
-Tensor Linear::forward(const Tensor& x) const { return forward(x, Activation::none); }
+Tensor Linear::forward_fused(const Tensor& x, Activation act) const { return linear(x, weight(), bias(), act); }
 
-Tensor Linear::forward(const Tensor& x, Activation act) const {
-  check_loaded("Linear", weight);
-  return linear(x, weight, bias, act);
+LayerNorm::LayerNorm(std::int64_t n, double e) : Module("LayerNorm"), size(n), eps(e) {
+  weight_ = register_parameter("weight", {n});
+  bias_ = register_parameter("bias", {n});
 }
 
-LayerNorm::LayerNorm(std::int64_t n, double e) : size(n), eps(e) {}
-
-void LayerNorm::collect(const std::string& prefix, std::vector<Param>& out) {
-  out.push_back({prefix + "weight", {size}, &weight});
-  out.push_back({prefix + "bias", {size}, &bias});
-}
-
-Tensor LayerNorm::forward(const Tensor& x) const {
-  check_loaded("LayerNorm", weight);
-  return layer_norm(x, weight, bias, eps);
+Output LayerNorm::forward(const Input& in) const {
+  check_input(in, takes_x);
+  return {layer_norm(in.x, weight(), bias(), eps), Tensor()};
 }
 
 Conv1d::Conv1d(std::int64_t in, std::int64_t out, std::int64_t k, int s, int p, bool has_bias)
-    : in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p), has_bias_(has_bias) {}
-
-void Conv1d::collect(const std::string& prefix, std::vector<Param>& out) {
-  out.push_back({prefix + "weight", {out_channels, in_channels, kernel_size}, &weight});
-  if (has_bias_) out.push_back({prefix + "bias", {out_channels}, &bias});
+    : Module("Conv1d"), in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p) {
+  weight_ = register_parameter("weight", {out, in, k});
+  bias_ = has_bias ? register_parameter("bias", {out}) : -1;
 }
 
-Tensor Conv1d::forward(const Tensor& x) const {
-  check_loaded("Conv1d", weight);
-  return conv1d(x, weight, bias, stride, padding);
+Output Conv1d::forward(const Input& in) const {
+  check_input(in, takes_x);
+  return {conv1d(in.x, weight(), bias(), stride, padding), Tensor()};
 }
 
-Tensor ActivationLayer::forward(const Tensor& x) const { return activation(x, act); }
+Output ActivationLayer::forward(const Input& in) const {
+  check_input(in, takes_x);
+  return {activation(in.x, act), Tensor()};
+}
 
 Sequential& Sequential::add(std::unique_ptr<Module> m) {
   if (!m) throw InvalidArgument("Sequential::add: null module");
+  if (loaded()) throw InvalidArgument("Sequential::add: the Sequential is already loaded");
+  register_module(std::to_string(layers_.size()) + ".", *m);
   layers_.push_back(std::move(m));
   return *this;
 }
 
-void Sequential::collect(const std::string& prefix, std::vector<Param>& out) {
-  for (std::size_t i = 0; i < layers_.size(); ++i) collect_child(*layers_[i], prefix + std::to_string(i) + ".", out);
-}
-
-Tensor Sequential::forward(const Tensor& x) const {
-  Tensor h = x;
+Output Sequential::forward(const Input& in) const {
+  check_input(in, takes_x);
+  Tensor h = in.x;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     const auto* lin = dynamic_cast<const Linear*>(layers_[i].get());
     const auto* act = i + 1 < layers_.size() ? dynamic_cast<const ActivationLayer*>(layers_[i + 1].get()) : nullptr;
     if (lin && act) {
-      h = lin->forward(h, act->act);
+      h = lin->forward_fused(h, act->act);
       ++i;
     } else {
-      h = layers_[i]->forward(h);
+      h = call(*layers_[i], h);
     }
   }
-  return h;
+  return {h, Tensor()};
 }
 
 std::unique_ptr<Sequential> make_mlp(const std::vector<std::int64_t>& sizes, Activation act) {

@@ -22,32 +22,24 @@ struct BertConfig {
   Activation hidden_act = Activation::gelu;
 };
 
-struct BertOutput {
-  Tensor last_hidden_state;  // (B, S, hidden)
-  Tensor pooler_output;      // (B, hidden)
-};
-
+// Takes x = input_ids (B, S) int64; attention_mask (B, S), 1 = real token, or equally
+// key_padding_mask (true = padded), not both (neither: all real); token_type_ids (B, S)
+// (undefined: zeros). Output y = last_hidden_state (B, S, hidden), pooled = pooler_output (B, hidden).
 class BertModel : public Module {
  public:
   explicit BertModel(const BertConfig& config);
-  // input_ids (B, S) int64; attention_mask (B, S), 1 = real token (undefined: all real);
-  // token_type_ids (B, S) (undefined: zeros).
-  BertOutput forward(const Tensor& input_ids, const Tensor& attention_mask, const Tensor& token_type_ids) const;
-  Tensor forward(const Tensor& input_ids) const override;
+  Output forward(const Input& in) const override;
   const BertConfig config;
-
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
 
  private:
   struct Layer {
     std::unique_ptr<Linear> query, key, value, attn_out, intermediate, output;
     std::unique_ptr<LayerNorm> attn_norm, out_norm;
   };
-  Tensor word_embeddings, position_embeddings, token_type_embeddings;
-  LayerNorm embed_norm;
+  int word_embeddings_, position_embeddings_, token_type_embeddings_;
+  LayerNorm embed_norm_;
   std::vector<Layer> layers_;
-  Linear pooler;
+  Linear pooler_;
 };
 
 }  // namespace streampool::nn

@@ -14,70 +14,63 @@ namespace streampool::nn {
 class Linear : public Module {
  public:
   Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true);
-  Tensor forward(const Tensor& x) const override;
-  // The GEMM with `act` fused into its epilogue where the backend can.
-  Tensor forward(const Tensor& x, Activation act) const;
-  std::int64_t in_features, out_features;
-  Tensor weight, bias;
-
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
+  Output forward(const Input& in) const override;
+  // The GEMM with `act` fused into its epilogue where the backend can (containers use it to
+  // run a Linear and the activation after it as one op).
+  Tensor forward_fused(const Tensor& x, Activation act) const;
+  const Tensor& weight() const { return param(weight_); }
+  const Tensor& bias() const { return param(bias_); }  // undefined without a bias
+  const std::int64_t in_features, out_features;
 
  private:
-  bool has_bias_;
+  int weight_, bias_;
 };
 
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(std::int64_t normalized_shape, double eps = 1e-5);
-  Tensor forward(const Tensor& x) const override;
-  std::int64_t size;
-  double eps;
-  Tensor weight, bias;
+  Output forward(const Input& in) const override;
+  const Tensor& weight() const { return param(weight_); }
+  const Tensor& bias() const { return param(bias_); }
+  const std::int64_t size;
+  const double eps;
 
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
+ private:
+  int weight_, bias_;
 };
 
 class Conv1d : public Module {
  public:
   Conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size, int stride = 1, int padding = 0,
          bool bias = true);
-  Tensor forward(const Tensor& x) const override;
-  std::int64_t in_channels, out_channels, kernel_size;
-  int stride, padding;
-  Tensor weight, bias;
-
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
+  Output forward(const Input& in) const override;
+  const Tensor& weight() const { return param(weight_); }
+  const Tensor& bias() const { return param(bias_); }  // undefined without a bias
+  const std::int64_t in_channels, out_channels, kernel_size;
+  const int stride, padding;
 
  private:
-  bool has_bias_;
+  int weight_, bias_;
 };
 
 // GELU (erf or tanh), ReLU, SiLU, Tanh: no parameters.
 class ActivationLayer : public Module {
  public:
-  explicit ActivationLayer(Activation act) : act(act) {}
-  Tensor forward(const Tensor& x) const override;
+  explicit ActivationLayer(Activation act) : Module("ActivationLayer"), act(act) {}
+  Output forward(const Input& in) const override;
   const Activation act;
-
- protected:
-  void collect(const std::string&, std::vector<Param>&) override {}
 };
 
 // Children named "0", "1", ... as in torch.nn.Sequential. A Linear followed by an activation
 // runs as one GEMM with the activation fused.
 class Sequential : public Module {
  public:
-  Sequential() = default;
+  Sequential() : Module("Sequential") {}
+  // Appends a layer; only while building (before loading).
   Sequential& add(std::unique_ptr<Module> m);
-  Tensor forward(const Tensor& x) const override;
+  Output forward(const Input& in) const override;
   std::size_t size() const { return layers_.size(); }
   const Module& operator[](std::size_t i) const { return *layers_.at(i); }
-
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
 
  private:
   std::vector<std::unique_ptr<Module>> layers_;

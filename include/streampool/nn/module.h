@@ -2,9 +2,15 @@
 // Module: the base of the nn layer. A module is configured, loaded once (load_state_dict), and
 // then immutable: forward() is const and safe from any number of threads at once, each on its
 // own stream. Loading ends by waiting for the copies, so the weights are ready on every stream.
+//
+// Every module has one call form, forward(Input) -> Output, so that callers that treat modules
+// alike (the golden runner, the bench, the graph cache, the BatchQueue) key and batch on one
+// thing. A module given an Input field it does not take refuses it (InvalidArgument) rather
+// than ignoring it.
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -16,22 +22,39 @@ namespace streampool::nn {
 
 using StateDict = std::map<std::string, Tensor>;
 
+struct Input {
+  Input() = default;
+  Input(Tensor x) : x(std::move(x)) {}  // NOLINT: implicit, so module(x) reads as in PyTorch
+
+  Tensor x;                 // the input: floats (batch, ...), or token ids (batch, seq) for BertModel
+  Tensor key_padding_mask;  // (batch, seq) bool or uint8, true = padded position (PyTorch's sense)
+  Tensor attention_mask;    // (batch, seq), 1 = real token (Hugging Face's sense); BertModel only
+  Tensor token_type_ids;    // (batch, seq) int; BertModel only
+};
+
+struct Output {
+  Tensor y;       // the output (BertModel: last_hidden_state)
+  Tensor pooled;  // BertModel's pooler output; undefined for the other modules
+};
+
 class Module {
  public:
   virtual ~Module() = default;
-  Module() = default;
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
-  virtual Tensor forward(const Tensor& x) const = 0;
-  Tensor operator()(const Tensor& x) const { return forward(x); }
+  virtual Output forward(const Input& in) const = 0;
+  Output operator()(const Input& in) const { return forward(in); }
 
+  // The class name, for messages ("Linear").
+  std::string_view name() const { return name_; }
   // Every parameter with its PyTorch / Hugging Face name and expected shape.
   std::vector<std::pair<std::string, Shape>> parameters() const;
 
   // Loads every parameter from `state` onto `device` in `dtype` (float parameters are
   // converted). Missing, unexpected or wrongly shaped entries give one InvalidArgument listing
-  // them all; nothing is changed then. Entries matching `ignore_prefixes` are not "unexpected".
+  // them all; nothing is changed then. Entries starting with one of `ignore` are not "unexpected".
+  // Once loaded, the parameters are read-only: a second load throws InvalidArgument.
   void load_state_dict(const StateDict& state, const Device& device, DType dtype = DType::float32,
                        const std::vector<std::string>& ignore = {});
   void load_safetensors(const std::string& path, const Device& device, DType dtype = DType::float32);
@@ -41,22 +64,35 @@ class Module {
   DType dtype() const { return dtype_; }
 
  protected:
+  explicit Module(const char* name) : name_(name) {}
+
+  // In the constructor: declares a parameter and returns its handle for param().
+  int register_parameter(std::string name, Shape shape);
+  // In the constructor: a child (a member, or owned by this module) whose parameters are named
+  // with `prefix` ("linear1.").
+  void register_module(std::string prefix, Module& child);
+  // The loaded value of a parameter (an undefined Tensor for the handle -1, an absent bias);
+  // throws InvalidArgument naming the module before loading.
+  const Tensor& param(int handle) const;
+
+  // Which Input fields beyond x this module takes; the others must be undefined.
+  enum Takes : unsigned { takes_x = 0, takes_key_padding_mask = 1, takes_bert_fields = 2 };
+  void check_input(const Input& in, unsigned takes) const;
+  // A child's forward on a plain tensor.
+  static Tensor call(const Module& child, const Tensor& x) { return child.forward(Input(x)).y; }
+
+ private:
   struct Param {
     std::string name;
     Shape shape;
-    Tensor* slot;
+    Tensor value;  // written only by load_state_dict
   };
-  // Appends this module's parameters (and its children's, prefixed) to `out`.
-  virtual void collect(const std::string& prefix, std::vector<Param>& out) = 0;
-  // Lets a container collect its children's parameters.
-  static void collect_child(Module& child, const std::string& prefix, std::vector<Param>& out) {
-    child.collect(prefix, out);
-  }
-  // Throws unless `param` was loaded (children are loaded through their parent, so each module
-  // checks its own parameters rather than a flag).
-  static void check_loaded(const char* op, const Tensor& param);
+  template <typename Self, typename F>
+  static void walk(Self& self, const std::string& prefix, F&& f);
 
- private:
+  const char* name_;
+  std::vector<Param> params_;
+  std::vector<std::pair<std::string, Module*>> children_;
   bool loaded_ = false;
   Device device_;
   DType dtype_ = DType::float32;

@@ -7,37 +7,34 @@
 STREAMPOOL_API_BEGIN
 namespace streampool::nn {
 
+// Self-attention of x ((B, S, E) with batch_first, else (S, B, E)); takes key_padding_mask
+// (B, S), bool or uint8, true = padded key.
 class MultiheadAttention : public Module {
  public:
   MultiheadAttention(std::int64_t embed_dim, std::int64_t num_heads, bool bias = true, bool batch_first = true);
-  Tensor forward(const Tensor& x) const override { return forward(x, Tensor()); }
-  // Self-attention of x ((B, S, E) with batch_first, else (S, B, E)); key_padding_mask (B, S),
-  // bool or uint8, true = padded key.
-  Tensor forward(const Tensor& x, const Tensor& key_padding_mask) const;
-  std::int64_t embed_dim, num_heads;
-  bool has_bias, batch_first;
-  Tensor in_proj_weight, in_proj_bias;
-  Linear out_proj;
+  Output forward(const Input& in) const override;
+  const std::int64_t embed_dim, num_heads;
+  const bool has_bias, batch_first;
 
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
+ private:
+  int in_proj_weight_, in_proj_bias_;
+  Linear out_proj_;
 };
 
+// Takes key_padding_mask as MultiheadAttention does (PyTorch's src_key_padding_mask).
 class TransformerEncoderLayer : public Module {
  public:
   TransformerEncoderLayer(std::int64_t d_model, std::int64_t nhead, std::int64_t dim_feedforward,
                           Activation activation = Activation::relu, bool norm_first = false, double layer_norm_eps = 1e-5,
                           bool batch_first = true);
-  Tensor forward(const Tensor& x) const override { return forward(x, Tensor()); }
-  Tensor forward(const Tensor& x, const Tensor& src_key_padding_mask) const;
-  Activation activation;
-  bool norm_first;
-  MultiheadAttention self_attn;
-  Linear linear1, linear2;
-  LayerNorm norm1, norm2;
+  Output forward(const Input& in) const override;
+  const Activation activation;
+  const bool norm_first;
 
- protected:
-  void collect(const std::string& prefix, std::vector<Param>& out) override;
+ private:
+  MultiheadAttention self_attn_;
+  Linear linear1_, linear2_;
+  LayerNorm norm1_, norm2_;
 };
 
 }  // namespace streampool::nn
