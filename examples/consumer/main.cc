@@ -1,4 +1,6 @@
-// Each of four threads runs work on its own pool stream, then the main thread checks it.
+// Each of four threads runs work on its own pool stream, then the main thread checks it; then a
+// module from the registry runs, and a bad configuration is caught as streampool's own
+// exception type (the library exports its API and exception types, nothing else).
 #include <streampool/streampool.h>
 
 #include <atomic>
@@ -21,6 +23,15 @@ int main() {
   for (auto& th : threads) th.join();
   synchronize(cpu);
   bool ok = sum == 10 * (0 + 1 + 2 + 3);
+  auto lin = nn::make_module("linear", R"({"in_features": 2, "out_features": 1, "bias": false})");
+  lin->load_state_dict({{"weight", full({1, 2}, 0.5, DType::float32, cpu)}}, cpu);
+  Tensor x = full({1, 2}, 3.0, DType::float32, cpu);
+  ok = ok && (*lin)(x).y.to_vector<float>() == std::vector<float>{3.0f};
+  try {
+    nn::make_module("linear", R"({"in_features": 2})");
+    ok = false;
+  } catch (const InvalidArgument&) {
+  }
   std::cout << "streampool " << STREAMPOOL_VERSION << " consumer: " << (ok ? "ok" : "WRONG") << "\n";
   return ok ? 0 : 1;
 }
