@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-way flow of docs/architecture.md, checked on the includes: a file of one layer
 # includes nothing of a layer above it. Layers, lowest first: core, backend, memory, tensor,
-# ops, nn (src/<layer>/ and the public headers that belong to each). Exit 1 naming each
+# ops, nn, graph (src/<layer>/ and the public headers that belong to each). Exit 1 naming each
 # include that points upward, and each source line that tests for a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ rank() {  # rank of a src/ path or a public header name
     src/tensor/*|tensor.h|dtype.h|safetensors.h) echo 3 ;;
     src/ops/*|ops.h) echo 4 ;;
     src/nn/*|nn/*) echo 5 ;;
+    src/graph/*|graph.h) echo 6 ;;
     streampool.h) echo 9 ;;
     *) echo -1 ;;
   esac

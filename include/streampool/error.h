@@ -68,6 +68,13 @@ class CudaError : public Error {
   int code_;
 };
 
+// A module could not be captured into a graph, or a graph could not run (graph.h): names the
+// module, the input signature and the reason (an op that cannot be captured, a CUDA error).
+class GraphError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Work that ran asynchronously on a stream failed. Raised where someone waits on that stream
 // (or on an event recorded after the failure); `op()` names the op, `cause()` is the original.
 class AsyncError : public Error {

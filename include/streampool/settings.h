@@ -12,6 +12,10 @@
 STREAMPOOL_API_BEGIN
 namespace streampool {
 
+// What a compiled module does (graph.h): capture and replay where it can, falling back to eager
+// with a warning (automatic); capture or fail (always); run eagerly (never).
+enum class GraphMode { automatic, always, never };
+
 // A memory cap: absolute bytes, or a fraction of the device's total memory.
 struct MemoryLimitSetting {
   bool set = false;
@@ -27,6 +31,8 @@ struct Settings {
   bool no_caching = false;                // STREAMPOOL_NO_CACHING=1: every allocation goes to the device
   int cpu_blas_threads = 1;               // STREAMPOOL_CPU_BLAS_THREADS: OpenBLAS threads per GEMM call
   bool allow_tf32 = false;                // STREAMPOOL_ALLOW_TF32=1: float32 GEMMs may use TF32 on CUDA
+  GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never
+  int graph_cache_size = 64;              // STREAMPOOL_GRAPH_CACHE_SIZE: input signatures kept per compiled module
 };
 
 const Settings& settings();
@@ -46,6 +52,9 @@ std::string to_string(const PoolExhaustedSetting& setting);
 // Parses a STREAMPOOL_MEMORY_LIMIT value ("8GiB", "8GB", "512MiB", "1048576", "90%"); throws ConfigError.
 MemoryLimitSetting parse_memory_limit(const std::string& text);
 std::string to_string(const MemoryLimitSetting& setting);
+// Parses a STREAMPOOL_GRAPH value (auto, always, never); throws ConfigError.
+GraphMode parse_graph_mode(const std::string& text);
+std::string to_string(GraphMode mode);
 // "1.50 GiB"
 std::string format_bytes(std::size_t bytes);
 

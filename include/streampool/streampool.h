@@ -19,3 +19,4 @@
 #include "streampool/nn/module.h"
 #include "streampool/nn/registry.h"
 #include "streampool/nn/transformer.h"
+#include "streampool/graph.h"

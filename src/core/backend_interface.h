@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "streampool/device.h"
 #include "streampool/export.h"
@@ -57,6 +58,10 @@ class StreamImpl {
   virtual void wait(EventImpl& event) = 0;
   virtual void* native_handle() = 0;
 
+  // Set by the backend while this stream's work is being captured into a graph; whatever
+  // cannot be captured (a host task, a synchronize) checks it and refuses with an Error.
+  std::atomic<bool> capturing{false};
+
   // Best-effort name of the latest op submitted, for messages about asynchronous failures.
   void note_op(const char* op) { last_op.store(op, std::memory_order_relaxed); }
 
@@ -76,6 +81,25 @@ class EventImpl {
 
   const Device device;
   const bool timing;
+};
+
+// The buffers a captured graph copies in and out: each replay copies the caller's tensors into
+// `inputs` (fixed addresses the graph reads) and the graph's `outputs` into the caller's.
+struct GraphIo {
+  struct Buffer {
+    void* ptr;
+    std::size_t bytes;
+  };
+  std::vector<Buffer> inputs, outputs;
+};
+
+// One instantiated graph with its copies in and out. Used by one thread at a time.
+class GraphExec {
+ public:
+  virtual ~GraphExec() = default;
+  // Copies src[i] to the graph's inputs[i], runs the graph, copies its outputs[i] to dst[i], all
+  // in `stream`'s order (src and dst sized as in the GraphIo).
+  virtual void replay(StreamImpl& stream, const std::vector<const void*>& src, const std::vector<void*>& dst) = 0;
 };
 
 class Backend {
@@ -100,6 +124,10 @@ class Backend {
   virtual BackendVersions versions() = 0;
   // Computes something small on `stream` and checks it; throws on a wrong result.
   virtual void self_test(StreamImpl& stream) = 0;
+  // Captures the work `body` submits to `stream` (on the calling thread) into a graph that copies
+  // io.inputs in and io.outputs out (body fills io.outputs), or returns nullptr where the backend
+  // has no graphs (the CPU). Throws GraphError, the stream left usable, when the capture fails.
+  virtual std::unique_ptr<GraphExec> capture(StreamImpl&, GraphIo&, const std::function<void()>&) { return nullptr; }
 };
 
 // nullptr where this build lacks the backend (defined in backend/registry.cc).

@@ -18,6 +18,8 @@ constexpr const char* kMemoryLimitVar = "STREAMPOOL_MEMORY_LIMIT";
 constexpr const char* kNoCachingVar = "STREAMPOOL_NO_CACHING";
 constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";
 constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
+constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
+constexpr const char* kGraphCacheVar = "STREAMPOOL_GRAPH_CACHE_SIZE";
 
 bool parse_flag(const char* var, const char* v) {
   std::string t(v);
@@ -60,10 +62,34 @@ Settings load() {
     }
     s.cpu_blas_threads = static_cast<int>(n);
   }
+  if (const char* v = env(kGraphVar)) s.graph = parse_graph_mode(v);
+  if (const char* v = env(kGraphCacheVar)) {
+    long long n = 0;
+    if (!parse_int(v, 1, 1 << 20, n)) {
+      throw ConfigError(std::string(kGraphCacheVar) + "='" + v + "' is not an integer from 1 to 1048576");
+    }
+    s.graph_cache_size = static_cast<int>(n);
+  }
   return s;
 }
 
 }  // namespace
+
+GraphMode parse_graph_mode(const std::string& text) {
+  if (text == "auto") return GraphMode::automatic;
+  if (text == "always") return GraphMode::always;
+  if (text == "never") return GraphMode::never;
+  throw ConfigError(std::string(kGraphVar) + "='" + text + "' is not one of: auto, always, never");
+}
+
+std::string to_string(GraphMode mode) {
+  switch (mode) {
+    case GraphMode::automatic: return "auto";
+    case GraphMode::always: return "always";
+    case GraphMode::never: return "never";
+  }
+  return "?";
+}
 
 PoolExhaustedSetting parse_pool_exhausted(const std::string& text) {
   PoolExhaustedSetting out;
@@ -181,6 +207,10 @@ std::vector<SettingReport> settings_report() {
        "OpenBLAS threads per CPU GEMM (parallelism comes from streams; raise for few threads)"},
       {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,
        "1: float32 GEMMs on CUDA may use TF32 tensor cores (default: true float32)"},
+      {kGraphVar, to_string(s.graph), env(kGraphVar) != nullptr,
+       "compiled modules: auto (capture, else eager with a warning) | always (capture or fail) | never (eager)"},
+      {kGraphCacheVar, std::to_string(s.graph_cache_size), env(kGraphCacheVar) != nullptr,
+       "input signatures a compiled module keeps graphs for (least recently used evicted)"},
   };
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/runtime.h"
+#include "memory/graph_arena.h"
 #include "streampool/allocator.h"
 #include "streampool/error.h"
 #include "streampool/settings.h"
@@ -463,6 +464,15 @@ DataPtr allocate(const Device& device, std::size_t bytes, const Stream* stream) 
   }
   (void)detail::stream_impl(s);  // validates the stream id
   DataPtr out;
+  if (detail::GraphArena* arena = detail::active_arena(device)) {
+    if (void* p = arena->take(bytes)) {  // Note [Graph arenas]: owned by the arena, no block
+      out.ptr_ = p;
+      out.size_ = bytes;
+      out.device_ = device;
+      out.stream_id_ = s.id();
+      return out;
+    }
+  }
   out.block_ = a.allocate(bytes, s.id());
   out.ptr_ = out.block_->ptr;
   out.size_ = bytes;
@@ -498,7 +508,8 @@ DataPtr& DataPtr::operator=(DataPtr&& o) noexcept {
 }
 
 void record_stream(const DataPtr& ptr, const Stream& stream) {
-  if (!ptr.block_) throw InvalidArgument("record_stream: empty DataPtr");
+  if (!ptr.ptr_) throw InvalidArgument("record_stream: empty DataPtr");
+  if (!ptr.block_) return;  // arena memory lives as long as its graph (Note [Graph arenas])
   if (stream.device() != ptr.device_) {
     throw InvalidArgument("record_stream: memory on " + ptr.device_.str() + " cannot be used by " + stream.str());
   }

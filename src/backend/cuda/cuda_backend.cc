@@ -10,6 +10,7 @@
 #include "backend/registry.h"
 #include "core/per_device.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_graph.h"
 #include "backend/cuda/nvml_count.h"
 
 namespace streampool::detail {
@@ -69,6 +70,7 @@ class CudaStream final : public StreamImpl {
 
   void enqueue_host(const char* op, std::function<void()> task) override {
     STREAMPOOL_CUDA_SCOPE;
+    refuse_while_capturing(op ? op : "a host task");
     note_op(op);
     auto* t = new HostTask{this, op, std::move(task), host_submitted_.fetch_add(1, std::memory_order_relaxed) + 1};
     cudaError_t st = cudaLaunchHostFunc(handle_, &HostTask::run, t);
@@ -80,6 +82,7 @@ class CudaStream final : public StreamImpl {
 
   bool query() override {
     STREAMPOOL_CUDA_SCOPE;
+    refuse_while_capturing("query");
     cudaError_t st = cudaStreamQuery(handle_);
     if (st == cudaSuccess) return true;
     if (st == cudaErrorNotReady) return false;
@@ -88,6 +91,7 @@ class CudaStream final : public StreamImpl {
 
   void synchronize() override {
     STREAMPOOL_CUDA_SCOPE;
+    refuse_while_capturing("synchronize");
     cudaError_t st = cudaStreamSynchronize(handle_);
     if (st != cudaSuccess) throw_cuda("cudaStreamSynchronize", st, context());
     if (auto e = errors.take()) std::rethrow_exception(e);
@@ -104,6 +108,15 @@ class CudaStream final : public StreamImpl {
   std::exception_ptr error_at_or_before(std::uint64_t seq) const {
     std::exception_ptr e = errors.peek();
     return (e && failed_seq_.load(std::memory_order_acquire) <= seq) ? e : nullptr;
+  }
+
+  // Host work, queries and waits cannot go into a graph (and would end its capture): a clear
+  // error instead, which the graph layer turns into "not capturable" (Note [Graph arenas]).
+  void refuse_while_capturing(const char* what) const {
+    if (capturing.load(std::memory_order_relaxed)) {
+      throw GraphError(std::string(what) + " on " + stream.str() +
+                       " cannot be captured into a graph (host work, queries and synchronization run eagerly only)");
+    }
   }
 
   std::string context() const {
@@ -150,6 +163,7 @@ class CudaEvent final : public EventImpl {
   void record(StreamImpl& s) override {
     STREAMPOOL_CUDA_SCOPE;
     auto& cs = static_cast<CudaStream&>(s);
+    cs.refuse_while_capturing("event record");
     STREAMPOOL_CUDA_CHECK(cudaEventRecord(event_, cs.handle()), cs.context());
     std::lock_guard<std::mutex> lock(mu_);
     recorded_on_ = &cs;
@@ -301,6 +315,10 @@ class CudaBackend final : public Backend {
     (void)cudaRuntimeGetVersion(&v.runtime);
     if (cudaDriverGetVersion(&v.driver) != cudaSuccess) v.driver = 0;
     return v;
+  }
+
+  std::unique_ptr<GraphExec> capture(StreamImpl& s, GraphIo& io, const std::function<void()>& body) override {
+    return capture_graph(s, io, body);
   }
 
   void self_test(StreamImpl& s) override {

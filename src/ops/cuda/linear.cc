@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/runtime.h"
+#include "memory/graph_arena.h"
 #include "ops/cuda/kernels.h"
 #include "streampool/allocator.h"
 #include "streampool/settings.h"
@@ -197,6 +198,7 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
   auto ws = lease.workspaces.find(sid);
   if (ws == lease.workspaces.end()) {
     Stream s(device, sid);
+    ArenaScope outlives_graphs(nullptr, device);  // the lease keeps it: never from a graph's arena
     ws = lease.workspaces.emplace(sid, allocate(device, kWorkspace, &s)).first;
   }
 

@@ -1,0 +1,313 @@
+// CompiledModule: the cache of (signature, stream) instances, their planning, capture and replay.
+
+#include "streampool/graph.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/launch.h"
+#include "core/backend_interface.h"
+#include "memory/graph_arena.h"
+#include "streampool/allocator.h"
+#include "streampool/error.h"
+#include "streampool/settings.h"
+#include "streampool/stream_pool.h"
+
+namespace streampool {
+namespace {
+
+constexpr int kFields = 4;  // the Input's tensors, in this order
+template <typename In>  // nn::Input or const nn::Input
+auto& field(In& in, int i) {
+  switch (i) {
+    case 0: return in.x;
+    case 1: return in.key_padding_mask;
+    case 2: return in.attention_mask;
+    default: return in.token_type_ids;
+  }
+}
+
+// "cuda:0|float32(1, 256)|||": the device, then each field's dtype and shape ("" when absent).
+std::string signature(const nn::Input& in) {
+  std::string k = in.x.device().str();
+  for (int i = 0; i < kFields; ++i) {
+    const Tensor& t = field(in, i);
+    k += '|';
+    if (t.defined()) k += std::string(dtype_name(t.dtype())) + shape_str(t.shape());
+  }
+  return k;
+}
+
+// One signature on one stream: its planned memory and, on CUDA, its graph.
+struct Instance {
+  std::mutex mu;  // guards everything below: one call at a time (threads sharing a stream take turns)
+  bool built = false;
+  DataPtr memory;             // the arena (Note [Graph arenas])
+  std::size_t planned = 0;    // bytes of it the forward uses
+  nn::Input static_in;        // CUDA: the buffers the graph reads
+  nn::Output static_out;      // CUDA: the arena tensors the graph writes
+  std::unique_ptr<detail::GraphExec> exec;  // CUDA
+
+  std::size_t bytes() const {
+    std::size_t b = memory.size();
+    for (int i = 0; i < kFields; ++i)
+      if (field(static_in, i).defined()) b += field(static_in, i).nbytes();
+    return b;
+  }
+};
+
+struct Entry {
+  std::mutex mu;  // guards instances, failure
+  std::unordered_map<std::uint32_t, std::shared_ptr<Instance>> instances;  // by stream id
+  std::string failure;                     // why this signature cannot be captured; "" if it can
+  std::atomic<std::uint64_t> last_used{0};  // the cache's clock at its latest call
+};
+
+}  // namespace
+
+struct CompiledModule::State {
+  std::shared_ptr<const nn::Module> module;
+  GraphOptions options;
+  mutable std::shared_mutex mu;  // guards entries (shared for lookups, exclusive to insert, evict, clear)
+  std::unordered_map<std::string, std::shared_ptr<Entry>> entries;
+  // Counters, each updated on its own (GraphStats reads them one by one).
+  std::atomic<std::uint64_t> tick{0}, calls{0}, instances{0}, captures{0}, replays{0}, evictions{0}, eager{0};
+  std::atomic<bool> warned{false};  // the one fallback warning of this module was printed
+
+  std::shared_ptr<Entry> entry_for(const std::string& key) {
+    const std::uint64_t now = tick.fetch_add(1, std::memory_order_relaxed) + 1;
+    {
+      std::shared_lock<std::shared_mutex> lock(mu);
+      auto it = entries.find(key);
+      if (it != entries.end()) {
+        it->second->last_used.store(now, std::memory_order_relaxed);
+        return it->second;
+      }
+    }
+    std::unique_lock<std::shared_mutex> lock(mu);
+    auto [it, inserted] = entries.try_emplace(key);
+    if (inserted) {
+      it->second = std::make_shared<Entry>();
+      const auto cap = static_cast<std::size_t>(options.cache_size.value_or(settings().graph_cache_size));
+      while (entries.size() > cap) {
+        auto oldest = entries.end();
+        for (auto e = entries.begin(); e != entries.end(); ++e) {
+          if (e->first == key) continue;
+          if (oldest == entries.end() ||
+              e->second->last_used.load(std::memory_order_relaxed) < oldest->second->last_used.load(std::memory_order_relaxed)) {
+            oldest = e;
+          }
+        }
+        // Calls in flight keep their instance alive; its memory goes back when the last ends.
+        entries.erase(oldest);
+        evictions.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    it->second->last_used.store(now, std::memory_order_relaxed);
+    return it->second;
+  }
+
+  nn::Output eager_fallback(const nn::Input& in, const std::string& why, GraphMode mode) {
+    if (mode == GraphMode::always) throw GraphError("compile: " + why + " (STREAMPOOL_GRAPH=always)");
+    if (!warned.exchange(true)) {
+      std::fprintf(stderr, "streampool: %s; running it eagerly (STREAMPOOL_GRAPH=auto)\n", why.c_str());
+    }
+    eager.fetch_add(1, std::memory_order_relaxed);
+    return module->forward(in);
+  }
+
+  // The first call of a signature on a stream: an eager run that plans the memory, then (CUDA)
+  // the capture. Returns the eager run's result.
+  nn::Output build(Entry& e, Instance& inst, const nn::Input& in, const Device& dev, GraphMode mode,
+                   const std::string& sig) {
+    detail::GraphArena counter;
+    nn::Output out;
+    {
+      detail::ArenaScope scope(&counter, dev);
+      out = module->forward(in);
+    }
+    inst.planned = counter.planned();
+    inst.memory = allocate(dev, std::max<std::size_t>(inst.planned, 1));
+    instances.fetch_add(1, std::memory_order_relaxed);
+    detail::StreamImpl& stream = detail::current_impl(dev);
+    try {
+      detail::GraphIo io;
+      for (int i = 0; i < kFields; ++i) {
+        const Tensor& t = field(in, i);
+        if (!t.defined()) continue;
+        field(inst.static_in, i) = empty(t.shape(), t.dtype(), dev);
+        io.inputs.push_back({field(inst.static_in, i).data_ptr(), t.nbytes()});
+      }
+      detail::GraphArena arena(inst.memory.get(), inst.planned);
+      auto exec = detail::backend(dev.kind).capture(stream, io, [&] {
+        detail::ArenaScope scope(&arena, dev);
+        nn::Output o = module->forward(inst.static_in);
+        // The copy-out nodes read whole buffers: a view (a transposed output) is made dense here.
+        inst.static_out.y = o.y.contiguous();
+        if (o.pooled.defined()) inst.static_out.pooled = o.pooled.contiguous();
+        io.outputs.push_back({inst.static_out.y.data_ptr(), inst.static_out.y.nbytes()});
+        if (o.pooled.defined()) io.outputs.push_back({inst.static_out.pooled.data_ptr(), inst.static_out.pooled.nbytes()});
+      });
+      if (exec) {
+        inst.exec = std::move(exec);
+        captures.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        inst.static_in = nn::Input();  // the CPU replays the forward itself, in the arena
+        inst.static_out = nn::Output();
+      }
+    } catch (const std::exception& ex) {
+      inst.memory = DataPtr();
+      inst.static_in = nn::Input();
+      inst.static_out = nn::Output();
+      const std::string why = "cannot capture " + std::string(module->name()) + " for inputs " + sig + ": " + ex.what();
+      {
+        std::lock_guard<std::mutex> lock(e.mu);
+        e.failure = why;
+      }
+      if (mode == GraphMode::always) throw GraphError("compile: " + why + " (STREAMPOOL_GRAPH=always)");
+      if (!warned.exchange(true)) {
+        std::fprintf(stderr, "streampool: %s; running it eagerly (STREAMPOOL_GRAPH=auto)\n", why.c_str());
+      }
+      return out;  // the eager run's result is right
+    }
+    inst.built = true;
+    return out;
+  }
+
+  nn::Output replay(Instance& inst, const nn::Input& in, const Device& dev) {
+    replays.fetch_add(1, std::memory_order_relaxed);
+    if (!inst.exec) {
+      // The CPU: the forward again, every intermediate in the planned memory; the caller gets copies.
+      detail::GraphArena arena(inst.memory.get(), inst.planned);
+      nn::Output o;
+      {
+        detail::ArenaScope scope(&arena, dev);
+        o = module->forward(in);
+      }
+      nn::Output r;
+      r.y = o.y.clone();
+      if (o.pooled.defined()) r.pooled = o.pooled.clone();
+      return r;
+    }
+    std::vector<Tensor> dense;  // inputs made contiguous, alive until the copies are queued
+    std::vector<const void*> src;
+    for (int i = 0; i < kFields; ++i) {
+      if (!field(inst.static_in, i).defined()) continue;
+      dense.push_back(field(in, i).contiguous());
+      src.push_back(dense.back().data_ptr());
+    }
+    nn::Output r;
+    r.y = empty(inst.static_out.y.shape(), inst.static_out.y.dtype(), dev);
+    std::vector<void*> dst{r.y.data_ptr()};
+    if (inst.static_out.pooled.defined()) {
+      r.pooled = empty(inst.static_out.pooled.shape(), inst.static_out.pooled.dtype(), dev);
+      dst.push_back(r.pooled.data_ptr());
+    }
+    detail::launch(
+        "graph replay", dev, [] {}, [&](void*) { inst.exec->replay(detail::current_impl(dev), src, dst); });
+    return r;
+  }
+};
+
+CompiledModule::CompiledModule(std::shared_ptr<const nn::Module> module, const GraphOptions& options)
+    : state_(std::make_unique<State>()) {
+  if (!module) throw InvalidArgument("compile: null module");
+  if (options.cache_size && *options.cache_size < 1) {
+    throw InvalidArgument("compile: cache_size must be at least 1, not " + std::to_string(*options.cache_size));
+  }
+  state_->options = options;
+  if (!module->loaded()) throw InvalidArgument("compile: " + std::string(module->name()) + " is not loaded");
+  state_->module = std::move(module);
+}
+
+CompiledModule::~CompiledModule() = default;
+
+const nn::Module& CompiledModule::module() const { return *state_->module; }
+
+nn::Output CompiledModule::forward(const nn::Input& in) const {
+  State& st = *state_;
+  st.calls.fetch_add(1, std::memory_order_relaxed);
+  const GraphMode mode = st.options.mode.value_or(settings().graph);
+  if (mode == GraphMode::never || !in.x.defined()) {
+    st.eager.fetch_add(1, std::memory_order_relaxed);
+    return st.module->forward(in);  // which names an undefined input
+  }
+  const Device dev = in.x.device();
+  for (int i = 1; i < kFields; ++i) {
+    const Tensor& t = field(in, i);
+    if (t.defined() && t.device() != dev) {
+      throw InvalidArgument("compiled " + std::string(st.module->name()) + ": an input is on " + t.device().str() +
+                            ", x on " + dev.str());
+    }
+  }
+  const std::string sig = signature(in);
+  std::shared_ptr<Entry> e = st.entry_for(sig);
+  const std::uint32_t sid = current_stream(dev).id();
+  std::shared_ptr<Instance> inst;
+  std::string failure;
+  {
+    std::lock_guard<std::mutex> lock(e->mu);
+    failure = e->failure;
+    if (failure.empty()) {
+      auto& slot = e->instances[sid];
+      if (!slot) slot = std::make_shared<Instance>();
+      inst = slot;
+    }
+  }
+  if (!failure.empty()) return st.eager_fallback(in, failure, mode);
+  std::lock_guard<std::mutex> lock(inst->mu);
+  if (!inst->built) {
+    {
+      std::lock_guard<std::mutex> elock(e->mu);
+      failure = e->failure;  // another stream's capture of this signature may have failed meanwhile
+    }
+    if (!failure.empty()) return st.eager_fallback(in, failure, mode);
+    return st.build(*e, *inst, in, dev, mode, sig);
+  }
+  return st.replay(*inst, in, dev);
+}
+
+GraphStats CompiledModule::stats() const {
+  const State& st = *state_;
+  GraphStats s;
+  s.calls = st.calls.load();
+  s.instances = st.instances.load();
+  s.captures = st.captures.load();
+  s.replays = st.replays.load();
+  s.evictions = st.evictions.load();
+  s.eager = st.eager.load();
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::shared_lock<std::shared_mutex> lock(st.mu);
+    s.signatures = st.entries.size();
+    for (const auto& [key, e] : st.entries) entries.push_back(e);
+  }
+  for (const auto& e : entries) {
+    std::vector<std::shared_ptr<Instance>> insts;
+    {
+      std::lock_guard<std::mutex> lock(e->mu);
+      for (const auto& [sid, inst] : e->instances) insts.push_back(inst);
+    }
+    for (const auto& inst : insts) {
+      std::lock_guard<std::mutex> lock(inst->mu);
+      if (inst->built) s.bytes += inst->bytes();
+    }
+  }
+  return s;
+}
+
+void CompiledModule::clear() {
+  std::unique_lock<std::shared_mutex> lock(state_->mu);
+  state_->entries.clear();
+}
+
+std::shared_ptr<CompiledModule> compile(std::shared_ptr<const nn::Module> module, const GraphOptions& options) {
+  return std::make_shared<CompiledModule>(std::move(module), options);
+}
+
+}  // namespace streampool
