@@ -3,6 +3,8 @@
 # libraries it needs in .device/lib and the anchor sources in .device/anchors:
 #   scripts/device_run.sh tests    CUDA tests, golden cases in three dtypes, kernel bandwidth
 #   scripts/device_run.sh bench    libtorch anchor and streampool bench in the same call
+# Narrowing: SUITES (test binaries), GOLDEN_DTYPES, MODELS (anchor), BENCH_MODELS, DTYPES,
+# BENCH_MODES (direct,graph), ANCHOR_MODES (eager,graph), DUR (anchor seconds per point).
 # Results go to $OUT (or /tmp/streampool-device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +17,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 case "${1:-tests}" in
   tests)
     status=0
-    for dt in float32 float16 bfloat16; do
+    for dt in ${GOLDEN_DTYPES-float32 float16 bfloat16}; do
       "$B/tools/streampool" golden --dir tests/data/golden --device cuda --dtype "$dt" | tee -a "$OUT/golden.txt" || status=1
     done
-    for t in unit ops concurrency stress; do
+    for t in ${SUITES:-unit ops concurrency stress graph}; do
       "$B/tests/streampool_${t}_tests" --gtest_filter='*cuda*' >"$OUT/${t}_cuda.log" 2>&1 || status=1
       grep -E '^\[  (PASSED|FAILED) |FAILED \]' "$OUT/${t}_cuda.log" | tail -12
     done
@@ -37,11 +39,11 @@ case "${1:-tests}" in
     # otherwise lose the models after it.
     : >"$OUT/anchor_libtorch.jsonl"
     for m in ${models//,/ }; do
-      DUR=${DUR:-0.6} timeout 240 /tmp/libtorch_threads "$m" >>"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
+      DUR=${DUR:-0.6} MODES=${ANCHOR_MODES:-eager,graph} timeout 240 /tmp/libtorch_threads "$m" >>"$OUT/anchor_libtorch.jsonl" 2>/tmp/anchor_libtorch.err
       echo "anchor $m: exit $? ($(wc -l <"$OUT/anchor_libtorch.jsonl") configurations so far)"
     done
     for dt in ${DTYPES:-float32 float16}; do
-      "$B/tools/streampool" bench --device cuda --dtype "$dt" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
+      "$B/tools/streampool" bench --device cuda --dtype "$dt" --modes "${BENCH_MODES:-direct}" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
         --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
         2>/tmp/bench_$dt.err
     done

@@ -65,6 +65,7 @@ struct Result {
   int threads = 0;
   std::size_t reqs = 0;
   double rps = 0, p50 = 0, p99 = 0, max_err = 0, efficiency = -1;
+  std::int64_t graph_captures = -1, graph_eager = -1;  // graph mode: the compiled module's counters so far
   double dev_peak_mb = 0, host_peak_mb = 0, dev_growth_mb = 0, host_growth_mb = 0;
   bool ok = true;
   std::string error;
@@ -75,12 +76,15 @@ struct Result {
 // should be identical; a little slack absorbs nothing but genuine corruption.
 double tolerance(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
 
-Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, double duration) {
+// One request: the module's forward (direct mode), or the compiled module's (graph mode).
+Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const Device& dev, DType dt, int threads,
+                       double duration) {
   Result r;
   r.model = w.name;
   r.dtype = std::string(dtype_name(dt));
-  r.mode = "direct";
+  r.mode = compiled ? "graph" : "direct";
   r.threads = threads;
+  auto request = [&](const nn::Input& x) { return compiled ? (*compiled)(x).y : w.model->forward(x).y; };
   const Tensor input = w.input.x;
   Tensor ref = w.model->forward(w.input).y;
   current_stream(dev).synchronize();
@@ -101,7 +105,7 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
         mine.copy_from(input);
         const nn::Input x(mine);
         accs[t] = zeros({1}, DType::float32, dev);
-        for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], w.model->forward(x).y, ref);  // warm-up
+        for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], request(x), ref);  // warm-up (graph: builds)
         s.synchronize();
         warm.arrive_and_wait();
         passed = 1;
@@ -111,7 +115,7 @@ Result run_direct(bench::Workload& w, const Device& dev, DType dt, int threads, 
         L.reserve(1 << 16);
         while (!stop.load(std::memory_order_relaxed)) {
           const auto a = Clock::now();
-          accumulate_max_abs_diff(accs[t], w.model->forward(x).y, ref);
+          accumulate_max_abs_diff(accs[t], request(x), ref);
           s.synchronize();
           L.push_back(std::chrono::duration<double, std::milli>(Clock::now() - a).count());
         }
@@ -173,6 +177,10 @@ json to_json(const Result& r, const Device& dev) {
             {"device", dev.str()}, {"mem_peak_mb", r.dev_peak_mb}, {"mem_growth_mb", r.dev_growth_mb},
             {"host_peak_mb", r.host_peak_mb}, {"host_growth_mb", r.host_growth_mb}, {"ok", r.ok}};
   if (r.efficiency >= 0) j["efficiency"] = r.efficiency;
+  if (r.graph_captures >= 0) {
+    j["graph_captures"] = r.graph_captures;
+    j["graph_eager_calls"] = r.graph_eager;  // > 0: the module could not be captured and ran eagerly
+  }
   for (const auto& [k, v] : r.ratios) j["ratio_vs_" + k] = v;
   if (!r.error.empty()) j["error"] = r.error;
   return j;
@@ -227,7 +235,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default: the first usable GPU, else the CPU)");
   cmd->add_option("--models", o->models, "Comma-separated: mlp,encoder,linear4096,conv1d,bert-minilm");
-  cmd->add_option("--modes", o->modes, "Comma-separated modes: direct (graph and batched land with their issues)");
+  cmd->add_option("--modes", o->modes, "Comma-separated modes: direct (each request runs the module), graph (each request replays a captured graph; batched lands with the BatchQueue)");
   cmd->add_option("--threads", o->threads, "Comma-separated thread counts (default 1,2,4,8,16,31; CPU 1,2,4,8)");
   cmd->add_option("--dtype", o->dtype, "float32, float16 or bfloat16");
   cmd->add_option("--duration", o->duration, "Seconds timed per configuration (default 0.6 on a GPU, 0.3 on the CPU)");
@@ -284,10 +292,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                             " threads, more streams, or the share policy");
     }
     for (const auto& m : modes) {
-      if (m != "direct") {
-        throw InvalidArgument("--modes: '" + m + "' is not available yet (direct only; graph and batched land with the "
-                              "graph path and the BatchQueue)");
-      }
+      if (m == "batched") throw InvalidArgument("--modes: 'batched' is not available yet (it lands with the BatchQueue)");
+      if (m != "direct" && m != "graph") throw InvalidArgument("--modes: '" + m + "' is not direct, graph or batched");
     }
     for (const auto& m : models) {
       if (std::find(bench::workload_names().begin(), bench::workload_names().end(), m) == bench::workload_names().end()) {
@@ -306,12 +312,19 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     for (const auto& model : models) {
       bench::Workload w = bench::make_workload(model, dev, dt);
       for (const auto& mode : modes) {
+        // One compiled module per workload: its instances (per stream) persist across thread counts.
+        std::shared_ptr<CompiledModule> compiled = mode == "graph" ? compile(w.model) : nullptr;
         double single = 0;
         for (int t : thread_counts) {
           std::fprintf(stderr, "\r[%zu/%zu] %-12s %-8s %-6s threads %-3d ...        ", results.size() + 1, total,
                        model.c_str(), o->dtype.c_str(), mode.c_str(), t);
           std::fflush(stderr);
-          Result r = run_direct(w, dev, dt, t, duration);
+          Result r = run_closed_loop(w, compiled.get(), dev, dt, t, duration);
+          if (compiled) {
+            const GraphStats gs = compiled->stats();
+            r.graph_captures = gs.captures;
+            r.graph_eager = gs.eager;
+          }
           if (t == 1 && r.ok) single = r.rps;
           if (single > 0) r.efficiency = r.rps / (t * single);
           for (const auto& ref : refs) {

@@ -68,6 +68,9 @@ struct Entry {
   std::atomic<std::uint64_t> last_used{0};  // the cache's clock at its latest call
 };
 
+// CUDA captures graphs; the CPU replays its forward (Backend::capture returns nullptr there).
+bool backend_has_graphs(const Device& dev) { return dev.kind == DeviceKind::cuda; }
+
 }  // namespace
 
 struct CompiledModule::State {
@@ -130,6 +133,11 @@ struct CompiledModule::State {
     {
       detail::ArenaScope scope(&counter, dev);
       out = module->forward(in);
+      // The capture below makes the outputs dense: count that too.
+      if (backend_has_graphs(dev)) {
+        (void)out.y.contiguous();
+        if (out.pooled.defined()) (void)out.pooled.contiguous();
+      }
     }
     inst.planned = counter.planned();
     inst.memory = allocate(dev, std::max<std::size_t>(inst.planned, 1));
