@@ -14,14 +14,20 @@ namespace streampool {
 namespace detail {
 
 DevicePool::DevicePool(const Device& d, int streams, Backend& b)
-    : device(d), size(streams), backend(b), slots_(new Slot[streams]), leased_(streams, false) {}
+    : device(d),
+      size(streams),
+      backend(b),
+      slots_(new Slot[streams]),
+      capture_slots_(new Slot[kCaptureStreams]),
+      leased_(streams, false),
+      capture_leased_(kCaptureStreams, false) {}
 
 StreamImpl& DevicePool::impl(std::uint32_t id) {
-  if (id >= static_cast<std::uint32_t>(size)) {
+  if (id >= static_cast<std::uint32_t>(size + kCaptureStreams)) {
     throw InvalidArgument("stream id " + std::to_string(id) + " out of range for " + device.str() +
                           ", which has " + std::to_string(size) + " streams");
   }
-  Slot& slot = slots_[id];
+  Slot& slot = id < static_cast<std::uint32_t>(size) ? slots_[id] : capture_slots_[id - size];
   if (StreamImpl* p = slot.impl.load(std::memory_order_acquire)) return *p;
   // A failed creation (a CUDA error) throws out of call_once, leaving the slot to retry.
   std::call_once(slot.once, [&] {
@@ -32,6 +38,22 @@ StreamImpl& DevicePool::impl(std::uint32_t id) {
 
 StreamImpl* DevicePool::created(std::uint32_t id) const {
   return slots_[id].impl.load(std::memory_order_acquire);
+}
+
+std::uint32_t DevicePool::acquire_capture_stream() {
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  for (int i = 0; i < kCaptureStreams; ++i) {
+    if (!capture_leased_[i]) {
+      capture_leased_[i] = true;
+      return static_cast<std::uint32_t>(size + i);
+    }
+  }
+  throw Error("graph: more than " + std::to_string(kCaptureStreams) + " captures at once on " + device.str());
+}
+
+void DevicePool::release_capture_stream(std::uint32_t id) {
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  capture_leased_[id - static_cast<std::uint32_t>(size)] = false;
 }
 
 std::uint32_t DevicePool::next_round_robin() {
@@ -204,6 +226,22 @@ bool policy_overridden = false;
 }  // namespace detail
 
 using namespace detail;
+
+detail::CaptureStreamScope::CaptureStreamScope(const Device& device)
+    : pool_(device_pool(device)), id_(pool_.acquire_capture_stream()), previous_override_(state_for(device).override_id) {
+  try {
+    impl_ = &pool_.impl(id_);
+  } catch (...) {
+    pool_.release_capture_stream(id_);
+    throw;
+  }
+  state_for(device).override_id = static_cast<std::int32_t>(id_);
+}
+
+detail::CaptureStreamScope::~CaptureStreamScope() {
+  state_for(pool_.device).override_id = previous_override_;
+  pool_.release_capture_stream(id_);
+}
 
 Stream current_stream(const Device& device) {
   DevicePool& pool = device_pool(device);

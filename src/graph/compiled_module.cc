@@ -13,6 +13,7 @@
 #include "backend/launch.h"
 #include "core/backend_interface.h"
 #include "memory/graph_arena.h"
+#include "ops/gemm_workspace.h"
 #include "streampool/allocator.h"
 #include "streampool/error.h"
 #include "streampool/settings.h"
@@ -48,13 +49,14 @@ struct Instance {
   std::mutex mu;  // guards everything below: one call at a time (threads sharing a stream take turns)
   bool built = false;
   DataPtr memory;             // the arena (Note [Graph arenas])
+  DataPtr workspace;          // CUDA: its GEMMs' workspace (ops/gemm_workspace.h)
   std::size_t planned = 0;    // bytes of it the forward uses
   nn::Input static_in;        // CUDA: the buffers the graph reads
   nn::Output static_out;      // CUDA: the arena tensors the graph writes
   std::unique_ptr<detail::GraphExec> exec;  // CUDA
 
   std::size_t bytes() const {
-    std::size_t b = memory.size();
+    std::size_t b = memory.size() + workspace.size();
     for (int i = 0; i < kFields; ++i)
       if (field(static_in, i).defined()) b += field(static_in, i).nbytes();
     return b;
@@ -142,7 +144,6 @@ struct CompiledModule::State {
     inst.planned = counter.planned();
     inst.memory = allocate(dev, std::max<std::size_t>(inst.planned, 1));
     instances.fetch_add(1, std::memory_order_relaxed);
-    detail::StreamImpl& stream = detail::current_impl(dev);
     try {
       detail::GraphIo io;
       for (int i = 0; i < kFields; ++i) {
@@ -152,15 +153,25 @@ struct CompiledModule::State {
         io.inputs.push_back({field(inst.static_in, i).data_ptr(), t.nbytes()});
       }
       detail::GraphArena arena(inst.memory.get(), inst.planned);
-      auto exec = detail::backend(dev.kind).capture(stream, io, [&] {
+      std::unique_ptr<detail::GraphExec> exec;
+      if (backend_has_graphs(dev)) {
+        inst.workspace = allocate(dev, detail::kGemmWorkspaceBytes);
+        // Captured on a stream of its own: other threads sharing the caller's stream go on
+        // running eagerly on it meanwhile, and none of their work lands in the graph.
+        detail::CaptureStreamScope capture_stream(dev);
+        detail::GemmWorkspaceScope workspace(inst.workspace.get());
+        exec = detail::backend(dev.kind).capture(capture_stream.stream(), io, [&] {
         detail::ArenaScope scope(&arena, dev);
         nn::Output o = module->forward(inst.static_in);
         // The copy-out nodes read whole buffers: a view (a transposed output) is made dense here.
         inst.static_out.y = o.y.contiguous();
         if (o.pooled.defined()) inst.static_out.pooled = o.pooled.contiguous();
         io.outputs.push_back({inst.static_out.y.data_ptr(), inst.static_out.y.nbytes()});
-        if (o.pooled.defined()) io.outputs.push_back({inst.static_out.pooled.data_ptr(), inst.static_out.pooled.nbytes()});
-      });
+          if (o.pooled.defined()) {
+            io.outputs.push_back({inst.static_out.pooled.data_ptr(), inst.static_out.pooled.nbytes()});
+          }
+        });
+      }
       if (exec) {
         inst.exec = std::move(exec);
         captures.fetch_add(1, std::memory_order_relaxed);
@@ -170,6 +181,7 @@ struct CompiledModule::State {
       }
     } catch (const std::exception& ex) {
       inst.memory = DataPtr();
+      inst.workspace = DataPtr();
       inst.static_in = nn::Input();
       inst.static_out = nn::Output();
       const std::string why = "cannot capture " + std::string(module->name()) + " for inputs " + sig + ": " + ex.what();

@@ -279,4 +279,45 @@ TEST_P(GraphTest, UncapturableModuleFallsBackOrRaises) {
   }
 }
 
+// Captures while other threads run eager work, allocate and free memory (the cache released to
+// the device) and synchronize: no capture is invalidated and every result is right (the
+// thread-local capture facts of ../shared/anchors/capture_threads.cu, kept as a test).
+TEST_P(GraphTest, CapturesWhileOtherThreadsAllocateFreeAndSynchronize) {
+  auto m = loaded("mlp", kMlp, device);
+  auto compiled = compile(m);
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, errors{0};
+  std::vector<std::thread> busy;
+  for (int t = 0; t < 4; ++t) {
+    busy.emplace_back([&, t] {
+      try {
+        Tensor x = randn({3, 32}, DType::float32, device, 9000 + t);
+        const std::vector<float> expect = values(m->forward(x).y);
+        while (!stop.load()) {
+          wrong += values(m->forward(x).y) != expect;  // eager work and a synchronize
+          Tensor big = empty({(t + 1) << 18}, DType::float32, device);  // allocations and frees
+          big = Tensor();
+          if (t == 0) empty_cache(device);  // frees to the device while captures run
+          current_stream(device).synchronize();
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        ++errors;
+      }
+    });
+  }
+  for (int b = 1; b <= 12; ++b) {
+    Tensor x = randn({b, 32}, DType::float32, device, 9100 + b);
+    const std::vector<float> expect = values(m->forward(x).y);
+    for (int i = 0; i < 3; ++i) wrong += values((*compiled)(x).y) != expect;
+  }
+  stop = true;
+  for (auto& th : busy) th.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(compiled->stats().instances, 12u);
+  EXPECT_EQ(compiled->stats().eager, 0u);
+  if (device.kind == DeviceKind::cuda) EXPECT_EQ(compiled->stats().captures, 12u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, GraphTest, STREAMPOOL_DEVICES, test::param_name);

@@ -22,6 +22,7 @@
 
 #include "core/runtime.h"
 #include "memory/graph_arena.h"
+#include "ops/gemm_workspace.h"
 #include "ops/cuda/kernels.h"
 #include "streampool/allocator.h"
 #include "streampool/settings.h"
@@ -29,7 +30,7 @@
 namespace streampool::detail::cuda {
 namespace {
 
-constexpr std::size_t kWorkspace = 32u << 20;  // what cuBLASLt asks for on Hopper
+constexpr std::size_t kWorkspace = kGemmWorkspaceBytes;
 
 [[noreturn]] void lt_fail(const char* call, cublasStatus_t st) {
   throw CudaError(std::string(call) + " failed: " + cublasLtGetStatusString(st), static_cast<int>(st));
@@ -194,12 +195,16 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
 
   ThreadLease::PerDevice& lease = tls_lease.devices[device.index];
   if (!lease.handle) lease.handle = handle_pool(device.index).get();
-  const std::uint32_t sid = current_stream(device).id();
-  auto ws = lease.workspaces.find(sid);
-  if (ws == lease.workspaces.end()) {
-    Stream s(device, sid);
-    ArenaScope outlives_graphs(nullptr, device);  // the lease keeps it: never from a graph's arena
-    ws = lease.workspaces.emplace(sid, allocate(device, kWorkspace, &s)).first;
+  void* workspace = gemm_workspace_override();  // a capture's own (ops/gemm_workspace.h)
+  if (!workspace) {
+    const std::uint32_t sid = current_stream(device).id();
+    auto ws = lease.workspaces.find(sid);
+    if (ws == lease.workspaces.end()) {
+      Stream s(device, sid);
+      ArenaScope outlives_graphs(nullptr, device);  // the lease keeps it: never from a graph's arena
+      ws = lease.workspaces.emplace(sid, allocate(device, kWorkspace, &s)).first;
+    }
+    workspace = ws->second.get();
   }
 
   // This thread's view of the plan cache first: no shared cache line is written on the hot path.
@@ -273,7 +278,7 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
   }
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t st = cublasLtMatmul(lease.handle, op, &alpha, b, plan->a, a, plan->b, &beta, c, plan->c, c, plan->c,
-                                     &plan->algo, ws->second.get(), kWorkspace, static_cast<cudaStream_t>(stream));
+                                     &plan->algo, workspace, kWorkspace, static_cast<cudaStream_t>(stream));
   if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmul", st);
   if (after != Activation::none || bias_after) {
     bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream);
