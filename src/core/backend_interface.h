@@ -99,7 +99,7 @@ class GraphExec {
   virtual ~GraphExec() = default;
   // Copies src[i] to the graph's inputs[i], runs the graph, copies its outputs[i] to dst[i], all
   // in `stream`'s order (src and dst sized as in the GraphIo).
-  virtual void replay(StreamImpl& stream, const std::vector<const void*>& src, const std::vector<void*>& dst) = 0;
+  virtual void replay(StreamImpl& stream, const void* const* src, void* const* dst) = 0;
 };
 
 class Backend {

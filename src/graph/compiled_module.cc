@@ -33,6 +33,36 @@ auto& field(In& in, int i) {
   }
 }
 
+// What identifies a signature without building its string: each field's dtype and shape.
+struct Shapes {
+  std::int8_t dtype[kFields];  // -1: absent
+  std::int8_t ndim[kFields];
+  std::int64_t dims[kFields][8];
+  Device device;
+
+  Shapes() : dtype{-1, -1, -1, -1}, ndim{}, dims{} {}
+  explicit Shapes(const nn::Input& in) : dims{} {  // in.x defined
+    device = in.x.device();
+    for (int i = 0; i < kFields; ++i) {
+      const Tensor& t = field(in, i);
+      const bool ok = t.defined() && t.dim() <= 8;
+      dtype[i] = t.defined() ? static_cast<std::int8_t>(t.dtype()) : -1;
+      ndim[i] = ok ? static_cast<std::int8_t>(t.dim()) : (t.defined() ? -2 : 0);  // -2: never matched
+      if (ok)
+        for (std::int64_t d = 0; d < t.dim(); ++d) dims[i][d] = t.size(d);
+    }
+  }
+  bool operator==(const Shapes& o) const {
+    if (device != o.device) return false;
+    for (int i = 0; i < kFields; ++i) {
+      if (dtype[i] != o.dtype[i] || ndim[i] != o.ndim[i] || ndim[i] < 0) return false;
+      for (int d = 0; d < ndim[i]; ++d)
+        if (dims[i][d] != o.dims[i][d]) return false;
+    }
+    return true;
+  }
+};
+
 // "cuda:0|float32(1, 256)|||": the device, then each field's dtype and shape ("" when absent).
 std::string signature(const nn::Input& in) {
   std::string k = in.x.device().str();
@@ -70,6 +100,8 @@ struct Entry {
   std::atomic<std::uint64_t> last_used{0};  // the cache's clock at its latest call
 };
 
+std::atomic<std::uint64_t> next_state_id{1};  // ids of CompiledModule states, never reused
+
 // CUDA captures graphs; the CPU replays its forward (Backend::capture returns nullptr there).
 bool backend_has_graphs(const Device& dev) { return dev.kind == DeviceKind::cuda; }
 
@@ -80,8 +112,23 @@ struct CompiledModule::State {
   GraphOptions options;
   mutable std::shared_mutex mu;  // guards entries (shared for lookups, exclusive to insert, evict, clear)
   std::unordered_map<std::string, std::shared_ptr<Entry>> entries;
-  // Counters, each updated on its own (GraphStats reads them one by one).
-  std::atomic<std::uint64_t> tick{0}, calls{0}, instances{0}, captures{0}, replays{0}, evictions{0}, eager{0};
+  // Counters, each updated on its own (GraphStats reads them one by one). calls and replays
+  // change on every call: they are spread over cache lines, one per group of threads.
+  struct alignas(64) Shard {
+    std::atomic<std::uint64_t> calls{0}, replays{0};
+  };
+  static constexpr int kShards = 16;
+  Shard shards[kShards];
+  std::atomic<std::uint64_t> tick{0}, instances{0}, captures{0}, evictions{0}, eager{0};
+  // Bumped whenever an entry leaves the map (evict, clear): threads' memos of instances are
+  // then stale (see forward()).
+  std::atomic<std::uint64_t> generation{0};
+  std::uint64_t id = 0;  // unique per State, never reused: the threads' memos name it
+  static Shard& shard_of_this_thread(State& st) {
+    static std::atomic<unsigned> next{0};
+    thread_local const unsigned mine = next.fetch_add(1, std::memory_order_relaxed);
+    return st.shards[mine % kShards];
+  }
   std::atomic<bool> warned{false};  // the one fallback warning of this module was printed
 
   std::shared_ptr<Entry> entry_for(const std::string& key) {
@@ -111,6 +158,7 @@ struct CompiledModule::State {
         // Calls in flight keep their instance alive; its memory goes back when the last ends.
         entries.erase(oldest);
         evictions.fetch_add(1, std::memory_order_relaxed);
+        generation.fetch_add(1, std::memory_order_release);
       }
     }
     it->second->last_used.store(now, std::memory_order_relaxed);
@@ -200,7 +248,7 @@ struct CompiledModule::State {
   }
 
   nn::Output replay(Instance& inst, const nn::Input& in, const Device& dev) {
-    replays.fetch_add(1, std::memory_order_relaxed);
+    shard_of_this_thread(*this).replays.fetch_add(1, std::memory_order_relaxed);
     if (!inst.exec) {
       // The CPU: the forward again, every intermediate in the planned memory; the caller gets copies.
       detail::GraphArena arena(inst.memory.get(), inst.planned);
@@ -214,19 +262,21 @@ struct CompiledModule::State {
       if (o.pooled.defined()) r.pooled = o.pooled.clone();
       return r;
     }
-    std::vector<Tensor> dense;  // inputs made contiguous, alive until the copies are queued
-    std::vector<const void*> src;
+    Tensor dense[kFields];  // inputs made contiguous, alive until the copies are queued
+    const void* src[kFields];
+    int n = 0;
     for (int i = 0; i < kFields; ++i) {
       if (!field(inst.static_in, i).defined()) continue;
-      dense.push_back(field(in, i).contiguous());
-      src.push_back(dense.back().data_ptr());
+      dense[n] = field(in, i).contiguous();
+      src[n] = dense[n].data_ptr();
+      ++n;
     }
     nn::Output r;
     r.y = empty(inst.static_out.y.shape(), inst.static_out.y.dtype(), dev);
-    std::vector<void*> dst{r.y.data_ptr()};
+    void* dst[2] = {r.y.data_ptr(), nullptr};
     if (inst.static_out.pooled.defined()) {
       r.pooled = empty(inst.static_out.pooled.shape(), inst.static_out.pooled.dtype(), dev);
-      dst.push_back(r.pooled.data_ptr());
+      dst[1] = r.pooled.data_ptr();
     }
     detail::launch(
         "graph replay", dev, [] {}, [&](void*) { inst.exec->replay(detail::current_impl(dev), src, dst); });
@@ -241,6 +291,7 @@ CompiledModule::CompiledModule(std::shared_ptr<const nn::Module> module, const G
     throw InvalidArgument("compile: cache_size must be at least 1, not " + std::to_string(*options.cache_size));
   }
   state_->options = options;
+  state_->id = next_state_id.fetch_add(1, std::memory_order_relaxed);
   if (!module->loaded()) throw InvalidArgument("compile: " + std::string(module->name()) + " is not loaded");
   state_->module = std::move(module);
 }
@@ -249,9 +300,28 @@ CompiledModule::~CompiledModule() = default;
 
 const nn::Module& CompiledModule::module() const { return *state_->module; }
 
+namespace {
+
+// The calling thread's latest instances, so that a repeated call finds its instance without
+// building the signature's string or touching the shared map and its locks. Weak: an evicted
+// or cleared instance is freed when no call holds it, memo or not.
+struct Memo {
+  std::uint64_t state_id = 0;  // 0: empty
+  std::uint64_t generation = 0;
+  std::uint32_t stream_id = 0;
+  Shapes shapes;
+  std::weak_ptr<Instance> instance;
+  std::weak_ptr<Entry> entry;
+  unsigned hits = 0;
+};
+constexpr int kMemos = 4;
+thread_local Memo tls_memos[kMemos];
+thread_local unsigned tls_next_memo = 0;
+}  // namespace
+
 nn::Output CompiledModule::forward(const nn::Input& in) const {
   State& st = *state_;
-  st.calls.fetch_add(1, std::memory_order_relaxed);
+  State::shard_of_this_thread(st).calls.fetch_add(1, std::memory_order_relaxed);
   const GraphMode mode = st.options.mode.value_or(settings().graph);
   if (mode == GraphMode::never || !in.x.defined()) {
     st.eager.fetch_add(1, std::memory_order_relaxed);
@@ -265,9 +335,21 @@ nn::Output CompiledModule::forward(const nn::Input& in) const {
                             ", x on " + dev.str());
     }
   }
+  const std::uint32_t sid = current_stream(dev).id();
+  const Shapes shapes(in);
+  const std::uint64_t generation = st.generation.load(std::memory_order_acquire);
+  for (Memo& m : tls_memos) {
+    if (m.state_id != st.id || m.generation != generation || m.stream_id != sid || !(m.shapes == shapes)) continue;
+    std::shared_ptr<Instance> inst = m.instance.lock();
+    if (!inst) break;
+    if (++m.hits % 64 == 0) {  // keep the entry's recency for the LRU without a shared write per call
+      if (auto e = m.entry.lock()) e->last_used.store(st.tick.fetch_add(1, std::memory_order_relaxed) + 1);
+    }
+    std::lock_guard<std::mutex> lock(inst->mu);
+    return st.replay(*inst, in, dev);
+  }
   const std::string sig = signature(in);
   std::shared_ptr<Entry> e = st.entry_for(sig);
-  const std::uint32_t sid = current_stream(dev).id();
   std::shared_ptr<Instance> inst;
   std::string failure;
   {
@@ -281,24 +363,39 @@ nn::Output CompiledModule::forward(const nn::Input& in) const {
   }
   if (!failure.empty()) return st.eager_fallback(in, failure, mode);
   std::lock_guard<std::mutex> lock(inst->mu);
+  nn::Output out;
   if (!inst->built) {
     {
       std::lock_guard<std::mutex> elock(e->mu);
       failure = e->failure;  // another stream's capture of this signature may have failed meanwhile
     }
     if (!failure.empty()) return st.eager_fallback(in, failure, mode);
-    return st.build(*e, *inst, in, dev, mode, sig);
+    out = st.build(*e, *inst, in, dev, mode, sig);
+  } else {
+    out = st.replay(*inst, in, dev);
   }
-  return st.replay(*inst, in, dev);
+  if (inst->built) {
+    Memo& m = tls_memos[tls_next_memo++ % kMemos];
+    m.state_id = st.id;
+    m.generation = generation;
+    m.stream_id = sid;
+    m.shapes = shapes;
+    m.instance = inst;
+    m.entry = e;
+    m.hits = 0;
+  }
+  return out;
 }
 
 GraphStats CompiledModule::stats() const {
   const State& st = *state_;
   GraphStats s;
-  s.calls = st.calls.load();
+  for (const auto& sh : st.shards) {
+    s.calls += sh.calls.load();
+    s.replays += sh.replays.load();
+  }
   s.instances = st.instances.load();
   s.captures = st.captures.load();
-  s.replays = st.replays.load();
   s.evictions = st.evictions.load();
   s.eager = st.eager.load();
   std::vector<std::shared_ptr<Entry>> entries;
@@ -324,6 +421,7 @@ GraphStats CompiledModule::stats() const {
 void CompiledModule::clear() {
   std::unique_lock<std::shared_mutex> lock(state_->mu);
   state_->entries.clear();
+  state_->generation.fetch_add(1, std::memory_order_release);
 }
 
 std::shared_ptr<CompiledModule> compile(std::shared_ptr<const nn::Module> module, const GraphOptions& options) {

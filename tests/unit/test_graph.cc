@@ -100,6 +100,35 @@ TEST_P(GraphTest, ResultsAreTheCallersOwn) {
   EXPECT_GT(memory_stats(device).allocations - eager_before, 1u) << "the eager forward does allocate (the check can fail)";
 }
 
+// Two compiled modules of one architecture, one input shape, called in turn from one thread:
+// each answers with its own weights (a thread's memo of instances names the module).
+TEST_P(GraphTest, TwoCompiledModulesWithTheSameShapesKeepTheirOwnInstances) {
+  auto m1 = loaded("mlp", kMlp, device);
+  std::shared_ptr<nn::Module> m2 = nn::make_module("mlp", kMlp);
+  nn::StateDict sd;
+  std::uint64_t seed = 500;
+  for (const auto& [name, shape] : m2->parameters()) sd[name] = randn(shape, DType::float32, Device(DeviceKind::cpu), seed++);
+  m2->load_state_dict(sd, device);
+  auto c1 = compile(m1), c2 = compile(m2);
+  Tensor x = randn({2, 32}, DType::float32, device, 55);
+  const std::vector<float> e1 = values(m1->forward(x).y), e2 = values(m2->forward(x).y);
+  ASSERT_NE(e1, e2);
+  int wrong = 0;
+  for (int i = 0; i < 10; ++i) {
+    wrong += values((*c1)(x).y) != e1;
+    wrong += values((*c2)(x).y) != e2;
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(c1->stats().instances, 1u);
+  EXPECT_EQ(c2->stats().instances, 1u) << "the second module built its own instance";
+  EXPECT_EQ(c2->stats().replays, 9u);
+  c1.reset();  // a module destroyed: another compiled later must not find its instances
+  auto c3 = compile(m2);
+  for (int i = 0; i < 3; ++i) wrong += values((*c3)(x).y) != e2;
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(c3->stats().instances, 1u);
+}
+
 // The MPS suite's test 15, part 1: 16 threads x 30 calls, a distinct batch size per thread;
 // each thread checks every result against its own eager result.
 TEST_P(GraphTest, SixteenThreadsWithDistinctShapesCompileOncePerStream) {

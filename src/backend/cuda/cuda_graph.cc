@@ -46,7 +46,7 @@ class CudaGraphExec final : public GraphExec {
     }
   }
 
-  void replay(StreamImpl& s, const std::vector<const void*>& src, const std::vector<void*>& dst) override {
+  void replay(StreamImpl& s, const void* const* src, void* const* dst) override {
     auto stream = static_cast<cudaStream_t>(s.native_handle());
     for (std::size_t i = 0; i < in_nodes_.size(); ++i) {
       GRAPH_CHECK(cudaGraphExecMemcpyNodeSetParams1D(exec_, in_nodes_[i], io_.inputs[i].ptr, src[i], io_.inputs[i].bytes,
