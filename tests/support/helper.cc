@@ -180,6 +180,37 @@ int gemm_atexit() {
   return 0;
 }
 
+// Exit while compiled modules replay and capture (issue "graph path": exit with live graphs
+// and with a capture in progress). Four threads replay their own signature in a loop; two
+// threads build a new signature (plan and, on CUDA, capture) on every call; main returns.
+int graph_exit() {
+  // Never destroyed: the threads use it while the process exits (as keep_tensor's tensors).
+  static CompiledModule* compiled = nullptr;
+  std::shared_ptr<nn::Module> m = nn::make_module("mlp", R"({"sizes": [64, 128, 32], "activation": "gelu"})");
+  nn::StateDict sd;
+  std::uint64_t seed = 700;
+  for (const auto& [name, shape] : m->parameters()) sd[name] = randn(shape, DType::float32, Device(DeviceKind::cpu), seed++);
+  m->load_state_dict(sd, g_device);
+  compiled = new CompiledModule(m);
+  static std::atomic<int> started{0};
+  for (int t = 0; t < 6; ++t) {
+    std::thread([t] {
+      try {
+        Tensor x = randn({t + 1, 64}, DType::float32, g_device, 800 + t);
+        for (std::int64_t i = 0;; ++i) {
+          // Threads 4 and 5 ask for a new batch size every call: a build (capture) each time.
+          Tensor in = t < 4 ? x : randn({1 + (i % 200) + 8 * (t - 3), 64}, DType::float32, g_device, 900 + t);
+          keep_tensor((*compiled)(in).y);
+          if (i == 2) ++started;
+        }
+      } catch (const streampool::Error&) {
+      }
+    }).detach();
+  }
+  while (started < 6) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 0;
+}
+
 int exhaust() {
   // Run with STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error: one pool stream.
   std::atomic<bool> holding{false}, done{false};
@@ -251,6 +282,7 @@ int main(int argc, char** argv) {
     if (scenario == "gemm_exit_midwork") return gemm_exit_midwork();
     if (scenario == "gemm_joined") return gemm_joined();
     if (scenario == "gemm_atexit") return gemm_atexit();
+    if (scenario == "graph_exit") return graph_exit();
     if (scenario == "nocache") {
       // STREAMPOOL_NO_CACHING=1: every allocation reaches the device, and memory goes back.
       for (int i = 0; i < 20; ++i) {

@@ -50,4 +50,7 @@ TEST_P(StaticDestructionTest, ExitWhileEightThreadsRunGemms) { run_n("gemm_exit_
 TEST_P(StaticDestructionTest, ReturnWithGemmsQueuedByJoinedThreads) { run_n("gemm_joined", gemm_runs()); }
 TEST_P(StaticDestructionTest, AtexitSynchronizesWhileGemmsLoop) { run_n("gemm_atexit", gemm_runs()); }
 
+// Exit while compiled modules replay on four threads and build (plan, capture) on two.
+TEST_P(StaticDestructionTest, ReturnWhileGraphsReplayAndCapture) { run_n("graph_exit", gemm_runs() / 4); }
+
 INSTANTIATE_TEST_SUITE_P(Devices, StaticDestructionTest, STREAMPOOL_DEVICES, test::param_name);
