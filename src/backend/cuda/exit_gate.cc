@@ -58,6 +58,9 @@ Slot* my_slot() {
 }
 
 void on_exit() {
+  // Registered more than once (install_exit_gate_again): the first run, the latest registered,
+  // closes the gate and waits; the others find it closed.
+  if (closing.load(std::memory_order_seq_cst)) return;
   exiting_thread.store(std::this_thread::get_id(), std::memory_order_seq_cst);
   closing.store(true, std::memory_order_seq_cst);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
@@ -79,6 +82,8 @@ void on_exit_early() {
   on_exit();
   runtime_gone.store(true, std::memory_order_seq_cst);
 }
+
+std::atomic<int> late_registrations{0};
 
 void install_early() {
   static std::once_flag once;
@@ -115,6 +120,11 @@ CudaCallScope::~CudaCallScope() { static_cast<Slot*>(slot_)->depth.fetch_sub(1, 
 void install_exit_gate() {
   static std::once_flag once;  // a second registration: on_exit runs twice, harmlessly
   std::call_once(once, [] { std::atexit(&on_exit); });
+}
+
+void install_exit_gate_again() {
+  // Bounded: each registration is one atexit entry; a library initializes its statics early on.
+  if (late_registrations.fetch_add(1, std::memory_order_relaxed) < 256) std::atexit(&on_exit);
 }
 
 }  // namespace streampool::detail

@@ -29,6 +29,12 @@ class CudaCallScope {
 
 // Registers the exit handler (once); called after the CUDA runtime is initialized.
 void install_exit_gate();
+// Registers it again (up to 256 times), after a call into a CUDA library that may have built
+// static objects of its own on first use (cuBLASLt's handle creation and algorithm heuristics:
+// seen crashing at exit inside cublasLtMatmulAlgoGetHeuristic when their statics, destroyed by
+// exit() before a gate registered earlier ran, were still in use by another thread). The latest
+// registration runs first, before those statics' destructors.
+void install_exit_gate_again();
 
 }  // namespace streampool::detail
 

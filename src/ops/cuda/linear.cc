@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cuda/exit_gate.h"
 #include "core/runtime.h"
 #include "memory/graph_arena.h"
 #include "ops/gemm_workspace.h"
@@ -52,6 +53,7 @@ class HandlePool {
     }
     cublasLtHandle_t h = nullptr;
     LT_CHECK(cublasLtCreate(&h));
+    install_exit_gate_again();  // after cuBLASLt built its statics: Note [Exit while threads work]
     return h;
   }
   void put(cublasLtHandle_t h) {
@@ -247,6 +249,7 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lease.handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found));
+    install_exit_gate_again();  // its first calls build statics of cuBLASLt's: Note [Exit while threads work]
     cublasLtMatmulPreferenceDestroy(pref);
     if (found == 0) throw CudaError("cuBLASLt found no algorithm for it", 0);
     p->algo = result.algo;
