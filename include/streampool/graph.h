@@ -42,6 +42,13 @@ struct GraphStats {
 struct GraphOptions {
   std::optional<GraphMode> mode;         // default: STREAMPOOL_GRAPH
   std::optional<int> cache_size;         // signatures kept, >= 1; default: STREAMPOOL_GRAPH_CACHE_SIZE
+  // Batch buckets: a call whose inputs have B rows along dimension 0 runs padded (with zeros) to
+  // the next power of two, at most max_bucket rows, and gets its B rows back: a few graphs serve
+  // every batch size. For modules whose dimension 0 is the batch and whose rows are independent
+  // (all of streampool's, MultiheadAttention / TransformerEncoderLayer with batch_first). Results
+  // equal the unpadded ones up to the GEMMs' rounding for another row count.
+  bool batch_buckets = false;
+  std::int64_t max_bucket = 1024;  // batches above it run at their own size
 };
 
 class CompiledModule {
@@ -61,6 +68,7 @@ class CompiledModule {
   const nn::Module& module() const;
 
  private:
+  nn::Output forward_unbucketed(const nn::Input& in) const;
   struct State;
   std::unique_ptr<State> state_;
 };

@@ -287,6 +287,9 @@ struct CompiledModule::State {
 CompiledModule::CompiledModule(std::shared_ptr<const nn::Module> module, const GraphOptions& options)
     : state_(std::make_unique<State>()) {
   if (!module) throw InvalidArgument("compile: null module");
+  if (options.batch_buckets && options.max_bucket < 1) {
+    throw InvalidArgument("compile: max_bucket must be at least 1, not " + std::to_string(options.max_bucket));
+  }
   if (options.cache_size && *options.cache_size < 1) {
     throw InvalidArgument("compile: cache_size must be at least 1, not " + std::to_string(*options.cache_size));
   }
@@ -320,6 +323,38 @@ thread_local unsigned tls_next_memo = 0;
 }  // namespace
 
 nn::Output CompiledModule::forward(const nn::Input& in) const {
+  const GraphOptions& o = state_->options;
+  if (o.batch_buckets && in.x.defined() && in.x.dim() >= 1) {
+    const std::int64_t rows = in.x.size(0);
+    std::int64_t bucket = 1;
+    while (bucket < rows) bucket *= 2;
+    if (rows > 0 && bucket != rows && bucket <= o.max_bucket) {
+      // Every field must share the batch: pad each along dimension 0, run, trim the outputs.
+      nn::Input padded;
+      for (int i = 0; i < kFields; ++i) {
+        const Tensor& t = field(in, i);
+        if (!t.defined()) continue;
+        if (t.dim() < 1 || t.size(0) != rows) {
+          throw InvalidArgument("compiled " + std::string(state_->module->name()) +
+                                " with batch buckets: every input needs the batch (" + std::to_string(rows) +
+                                " rows) along dimension 0, got " + t.str());
+        }
+        Shape shape = t.shape();
+        shape[0] = bucket;
+        Tensor p = zeros(shape, t.dtype(), t.device());
+        p.slice(0, 0, rows).copy_from(t);
+        field(padded, i) = p;
+      }
+      nn::Output out = forward_unbucketed(padded);
+      out.y = out.y.slice(0, 0, rows);
+      if (out.pooled.defined()) out.pooled = out.pooled.slice(0, 0, rows);
+      return out;
+    }
+  }
+  return forward_unbucketed(in);
+}
+
+nn::Output CompiledModule::forward_unbucketed(const nn::Input& in) const {
   State& st = *state_;
   State::shard_of_this_thread(st).calls.fetch_add(1, std::memory_order_relaxed);
   const GraphMode mode = st.options.mode.value_or(settings().graph);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -257,6 +258,34 @@ TEST_P(GraphTest, EvictionUnderAChurnOfShapes) {
   EXPECT_EQ(compiled->stats().signatures, 0u);
   EXPECT_EQ(compiled->stats().bytes, 0u);
   EXPECT_LT(memory_stats(device).allocated_bytes, reserved) << "cleared instances give their memory back";
+}
+
+// Batch buckets: batches of 1 to 9 rows run as 1, 2, 4, 8 and 16 (five signatures), each caller
+// gets its own rows, equal to its unpadded eager result up to the GEMMs' rounding.
+TEST_P(GraphTest, BatchBucketsServeEveryBatchSizeWithFewSignatures) {
+  auto m = loaded("transformer_encoder_layer",
+                  R"({"d_model": 32, "nhead": 4, "dim_feedforward": 64, "batch_first": true})", device);
+  GraphOptions opts;
+  opts.batch_buckets = true;
+  auto compiled = compile(m, opts);
+  double worst = 0;
+  for (int b = 1; b <= 9; ++b) {
+    Tensor x = randn({b, 5, 32}, DType::float32, device, 9500 + b);
+    nn::Input in(x);
+    in.key_padding_mask = zeros({b, 5}, DType::boolean, device);
+    const std::vector<float> expect = values(m->forward(in).y);
+    for (int i = 0; i < 2; ++i) {
+      nn::Output got = (*compiled)(in);
+      ASSERT_EQ(got.y.shape(), (Shape{b, 5, 32}));
+      const std::vector<float> v = values(got.y);
+      for (std::size_t k = 0; k < v.size(); ++k) worst = std::max(worst, static_cast<double>(std::abs(v[k] - expect[k])));
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(compiled->stats().signatures, 5u);
+  nn::Input bad(randn({3, 5, 32}, DType::float32, device, 1));
+  bad.key_padding_mask = zeros({2, 5}, DType::boolean, device);
+  EXPECT_THROW((*compiled)(bad), InvalidArgument) << "fields that disagree on the batch";
 }
 
 // STREAMPOOL_GRAPH=never (here as an option) runs eagerly; bad options and inputs are refused.
