@@ -85,8 +85,14 @@ Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const
   r.mode = compiled ? "graph" : "direct";
   r.threads = threads;
   auto request = [&](const nn::Input& x) { return compiled ? (*compiled)(x).y : w.model->forward(x).y; };
-  const Tensor input = w.input.x;
-  Tensor ref = w.model->forward(w.input).y;
+  // Each thread its own input and its own expected output (computed here, one at a time), so a
+  // swapped or aliased result shows as a mismatch.
+  std::vector<nn::Input> inputs;
+  std::vector<Tensor> refs;
+  for (int t = 0; t < threads; ++t) {
+    inputs.push_back(w.input(t));
+    refs.push_back(w.model->forward(inputs.back()).y);
+  }
   current_stream(dev).synchronize();
   reset_peak_stats(dev);
 
@@ -101,9 +107,8 @@ Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const
       int passed = 0;  // barriers this thread has passed: a failure drops out of the rest
       try {
         Stream s = current_stream(dev);
-        Tensor mine = empty(input.shape(), input.dtype(), dev);
-        mine.copy_from(input);
-        const nn::Input x(mine);
+        const nn::Input x = inputs[t];
+        const Tensor& ref = refs[t];
         accs[t] = zeros({1}, DType::float32, dev);
         for (int i = 0; i < 3; ++i) accumulate_max_abs_diff(accs[t], request(x), ref);  // warm-up (graph: builds)
         s.synchronize();

@@ -67,15 +67,21 @@ Workload make_workload(const std::string& name, const Device& device, DType dtyp
   Workload w;
   w.name = name;
   w.model = m;
-  if (name == "bert-minilm") {
-    Tensor r = rand({1, 128}, DType::float32, Device(DeviceKind::cpu), 7, 0.0, 30521.0);
-    w.input = nn::Input(r.to(DType::int64).to(device));
-  } else {
-    const Shape shape = name == "mlp" ? Shape{1, 256} : name == "encoder" ? Shape{1, 128, 512}
-                                                      : name == "linear4096" ? Shape{32, 4096} : Shape{1, 80, 400};
-    w.input = nn::Input(randn(shape, dtype, device, 99));
-  }
+  w.device = device;
+  w.dtype = dtype;
+  w.ids = name == "bert-minilm";
+  w.shape = w.ids ? Shape{1, 128} : name == "mlp" ? Shape{1, 256} : name == "encoder" ? Shape{1, 128, 512}
+                  : name == "linear4096" ? Shape{32, 4096} : Shape{1, 80, 400};
   return w;
+}
+
+nn::Input Workload::input(int index) const {
+  const auto seed = static_cast<std::uint64_t>(99 + 7919 * index);
+  if (ids) {
+    Tensor r = rand(shape, DType::float32, Device(DeviceKind::cpu), seed, 0.0, 30521.0);
+    return nn::Input(r.to(DType::int64).to(device));
+  }
+  return nn::Input(randn(shape, dtype, device, seed));
 }
 
 }  // namespace streampool::bench

@@ -13,7 +13,13 @@ namespace streampool::bench {
 struct Workload {
   std::string name;
   std::shared_ptr<const nn::Module> model;  // shared by every thread; one request is model->forward(input)
-  nn::Input input;                          // one request's input, on the workload's device
+  Device device;
+  DType dtype = DType::float32;
+  Shape shape;        // one request's input
+  bool ids = false;   // token ids (BERT) rather than floats
+
+  // Request input number `index`: each index its own values (seeded by it), the same shape.
+  nn::Input input(int index) const;
 };
 
 const std::vector<std::string>& workload_names();  // mlp, encoder, linear4096, conv1d, bert-minilm
