@@ -108,6 +108,50 @@ TEST_P(AllocatorTest, OomUnderPressure) {
   EXPECT_EQ(memory_stats(device).reserved_bytes, baseline.reserved_bytes);
 }
 
+// Rung 1 of the out-of-memory ladder alone: the cache holds three free 20 MiB segments, a
+// 40 MiB request fits no cached segment and the cap leaves no room for a new one until the cache
+// goes back to the device. Without rung 1 the request fails.
+TEST_P(AllocatorTest, OomLadderRungOneGivesTheCacheBack) {
+  const std::size_t mib = 1u << 20;
+  set_memory_limit(device, baseline.reserved_bytes + 64 * mib);
+  {
+    std::vector<Tensor> held;
+    for (int i = 0; i < 3; ++i) held.push_back(empty({static_cast<std::int64_t>(5 * mib)}, DType::float32, device));
+  }
+  ASSERT_GE(memory_stats(device).reserved_bytes, baseline.reserved_bytes + 60 * mib) << "the cache holds them";
+  const std::uint64_t retries = memory_stats(device).retries;
+  Tensor big;
+  EXPECT_NO_THROW(big = empty({static_cast<std::int64_t>(10 * mib)}, DType::float32, device));  // 40 MiB
+  EXPECT_EQ(memory_stats(device).retries, retries + 1) << "it climbed the ladder";
+  EXPECT_LE(memory_stats(device).reserved_bytes, baseline.reserved_bytes + 64 * mib);
+  big = Tensor();
+  synchronize(device);
+  empty_cache(device);
+}
+
+// Rung 2 alone: a 40 MiB block freed while another stream (busy for 200 ms) still uses it is a
+// pending free, not cache; a second 40 MiB request under a 64 MiB cap succeeds only by waiting
+// for that stream's event. Without rung 2 the request fails.
+TEST_P(AllocatorTest, OomLadderRungTwoWaitsForPendingFrees) {
+  const std::size_t mib = 1u << 20;
+  set_memory_limit(device, baseline.reserved_bytes + 64 * mib);
+  const Stream other(device, 2);
+  {
+    Tensor a = empty({static_cast<std::int64_t>(10 * mib)}, DType::float32, device);
+    other.enqueue_host("busy", [] { std::this_thread::sleep_for(200ms); });
+    a.record_stream(other);
+  }  // freed: pending until `other` passes its busy task
+  ASSERT_GE(memory_stats(device).pending_frees, 1u);
+  const auto start = std::chrono::steady_clock::now();
+  Tensor b;
+  EXPECT_NO_THROW(b = empty({static_cast<std::int64_t>(10 * mib)}, DType::float32, device));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 100ms) << "served without waiting for the pending free";
+  b = Tensor();
+  synchronize(device);
+  empty_cache(device);
+}
+
 // Producer and consumer on two distinct streams (pinned with guards: leasing would give both
 // threads the same free stream in turn); the producer's stream is held back by a slow task
 // before it writes, so a consumer that does not wait reads stale memory. Called on either side.
