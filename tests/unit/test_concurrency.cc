@@ -1,6 +1,6 @@
-// Correctness under concurrency: 8 and 31 threads, each on its own stream, run the golden
-// encoder, MHA, LayerNorm and BERT cases 100 times and must reproduce the single-thread output
-// bit for bit (the MPS project saw TransformerEncoderLayer outputs corrupted with 8 threads and
+// Correctness under concurrency: 8 and 31 threads, each on its own stream and with its own
+// input (a variant of the case's), run the golden encoder, MHA, LayerNorm and BERT cases 100
+// times and must reproduce their own single-thread output bit for bit (the MPS project saw TransformerEncoderLayer outputs corrupted with 8 threads and
 // LayerNorm wrong off the main thread). Also the MPS suite's linear-algebra test (11).
 
 #include <gtest/gtest.h>
@@ -42,22 +42,53 @@ class ConcurrencyTest : public test::DeviceTest {
     SafetensorsFile f = SafetensorsFile::open(dir + "/" + c.file);
     auto model = golden::build(c, f, device, DType::float32);  // one model shared by every thread
     auto inputs = golden::load_inputs(c, f, device, DType::float32);
+    // Thread t's inputs: float inputs scaled and shifted by t, token ids moved by t (masks and
+    // token types kept); its reference computed here, one thread at a time. A result that went
+    // to the wrong thread, or was aliased with another's, differs from that thread's reference.
+    const std::int64_t vocab = c.config.value("vocab_size", 0);
+    auto variant = [&](int t) {
+      std::map<std::string, Tensor> v;
+      for (const auto& [name, x] : inputs) {
+        if (is_floating(x.dtype())) {
+          std::vector<float> h = x.to_vector<float>();
+          for (float& e : h) e = e * (1.0f + t / 64.0f) + t / 128.0f;
+          v[name] = from_vector(h, x.shape(), device);
+        } else if (name == "input_ids" && vocab > 0) {
+          std::vector<std::int64_t> h = x.to_vector<std::int64_t>();
+          for (auto& e : h) e = (e + 7 * t) % vocab;
+          v[name] = from_vector(h, x.shape(), device);
+        } else {
+          Tensor copy = empty(x.shape(), x.dtype(), device);
+          copy.copy_from(x);
+          v[name] = copy;
+        }
+      }
+      return v;
+    };
+    std::vector<std::map<std::string, Tensor>> thread_inputs;
+    std::vector<std::map<std::string, std::vector<float>>> references;
+    for (int t = 0; t < threads; ++t) {
+      thread_inputs.push_back(variant(t));
+      std::map<std::string, std::vector<float>> ref;
+      for (auto& [name, out] : model->run(thread_inputs.back())) ref[name] = out.to_vector<float>();
+      references.push_back(std::move(ref));
+    }
+    ASSERT_NE(references[0].begin()->second, references[1].begin()->second) << "the threads' inputs must differ";
     synchronize(device);
-    std::map<std::string, std::vector<float>> reference;
-    for (auto& [name, t] : model->run(inputs)) reference[name] = t.to_vector<float>();
     std::atomic<int> mismatches{0}, errors{0};
     std::latch start(threads);
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&] {
+      pool.emplace_back([&, t] {
         try {
-          // Each thread brings its own copy of the inputs onto its own stream.
+          // Each thread brings its own inputs onto its own stream.
           std::map<std::string, Tensor> mine;
-          for (auto& [name, v] : inputs) {
+          for (auto& [name, v] : thread_inputs[t]) {
             Tensor copy = empty(v.shape(), v.dtype(), device);
             copy.copy_from(v);
             mine[name] = copy;
           }
+          const auto& reference = references[t];
           start.arrive_and_wait();
           for (int i = 0; i < iters; ++i) {
             for (auto& [name, out] : model->run(mine)) {
