@@ -165,11 +165,16 @@ struct CompiledModule::State {
     return it->second;
   }
 
-  nn::Output eager_fallback(const nn::Input& in, const std::string& why, GraphMode mode) {
+  // STREAMPOOL_GRAPH=always: GraphError; auto: one warning per module, then the caller runs eagerly.
+  void refuse_or_warn(const std::string& why, GraphMode mode) {
     if (mode == GraphMode::always) throw GraphError("compile: " + why + " (STREAMPOOL_GRAPH=always)");
     if (!warned.exchange(true)) {
       std::fprintf(stderr, "streampool: %s; running it eagerly (STREAMPOOL_GRAPH=auto)\n", why.c_str());
     }
+  }
+
+  nn::Output eager_fallback(const nn::Input& in, const std::string& why, GraphMode mode) {
+    refuse_or_warn(why, mode);
     eager.fetch_add(1, std::memory_order_relaxed);
     return module->forward(in);
   }
@@ -237,10 +242,7 @@ struct CompiledModule::State {
         std::lock_guard<std::mutex> lock(e.mu);
         e.failure = why;
       }
-      if (mode == GraphMode::always) throw GraphError("compile: " + why + " (STREAMPOOL_GRAPH=always)");
-      if (!warned.exchange(true)) {
-        std::fprintf(stderr, "streampool: %s; running it eagerly (STREAMPOOL_GRAPH=auto)\n", why.c_str());
-      }
+      refuse_or_warn(why, mode);
       return out;  // the eager run's result is right
     }
     inst.built = true;
