@@ -41,22 +41,26 @@ Workload make_workload(const std::string& name, const Device& device, DType dtyp
   struct Spec {
     const char* kind;
     const char* config;
+    Shape input;  // one request's
   };
   // The modules of WORKLOADS.md, in the registry's configuration form.
   static const std::map<std::string, Spec> specs = {
-      {"mlp", {"mlp", R"({"sizes": [256, 1024, 1024, 256], "activation": "gelu"})"}},
+      {"mlp", {"mlp", R"({"sizes": [256, 1024, 1024, 256], "activation": "gelu"})", {1, 256}}},
       {"encoder",
        {"transformer_encoder_layer",
-        R"({"d_model": 512, "nhead": 8, "dim_feedforward": 2048, "activation": "relu", "batch_first": true})"}},
-      {"linear4096", {"linear", R"({"in_features": 4096, "out_features": 4096})"}},
+        R"({"d_model": 512, "nhead": 8, "dim_feedforward": 2048, "activation": "relu", "batch_first": true})",
+        {1, 128, 512}}},
+      {"linear4096", {"linear", R"({"in_features": 4096, "out_features": 4096})", {32, 4096}}},
       {"conv1d",
        {"sequential", R"({"layers": [
           {"kind": "conv1d", "in_channels": 80, "out_channels": 256, "kernel_size": 5, "padding": 2}, {"kind": "relu"},
           {"kind": "conv1d", "in_channels": 256, "out_channels": 256, "kernel_size": 5, "padding": 2}, {"kind": "relu"},
-          {"kind": "conv1d", "in_channels": 256, "out_channels": 80, "kernel_size": 1}]})"}},
+          {"kind": "conv1d", "in_channels": 256, "out_channels": 80, "kernel_size": 1}]})",
+        {1, 80, 400}}},
       {"bert-minilm",
        {"bert", R"({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
-                   "intermediate_size": 1536, "max_position_embeddings": 512})"}},
+                   "intermediate_size": 1536, "max_position_embeddings": 512})",
+        {1, 128}}},
   };
   auto it = specs.find(name);
   if (it == specs.end()) {
@@ -69,9 +73,8 @@ Workload make_workload(const std::string& name, const Device& device, DType dtyp
   w.model = m;
   w.device = device;
   w.dtype = dtype;
-  w.ids = name == "bert-minilm";
-  w.shape = w.ids ? Shape{1, 128} : name == "mlp" ? Shape{1, 256} : name == "encoder" ? Shape{1, 128, 512}
-                  : name == "linear4096" ? Shape{32, 4096} : Shape{1, 80, 400};
+  w.ids = std::string(it->second.kind) == "bert";
+  w.shape = it->second.input;
   return w;
 }
 

@@ -197,6 +197,10 @@ struct CompiledModule::State {
     inst.planned = counter.planned();
     inst.memory = allocate(dev, std::max<std::size_t>(inst.planned, 1));
     instances.fetch_add(1, std::memory_order_relaxed);
+    if (!backend_has_graphs(dev)) {
+      inst.built = true;  // the CPU replays the forward itself, in the arena
+      return out;
+    }
     try {
       detail::GraphIo io;
       for (int i = 0; i < kFields; ++i) {
@@ -206,32 +210,24 @@ struct CompiledModule::State {
         io.inputs.push_back({field(inst.static_in, i).data_ptr(), t.nbytes()});
       }
       detail::GraphArena arena(inst.memory.get(), inst.planned);
-      std::unique_ptr<detail::GraphExec> exec;
-      if (backend_has_graphs(dev)) {
-        inst.workspace = allocate(dev, detail::kGemmWorkspaceBytes);
-        // Captured on a stream of its own: other threads sharing the caller's stream go on
-        // running eagerly on it meanwhile, and none of their work lands in the graph.
-        detail::CaptureStreamScope capture_stream(dev);
-        detail::GemmWorkspaceScope workspace(inst.workspace.get());
-        exec = detail::backend(dev.kind).capture(capture_stream.stream(), io, [&] {
+      inst.workspace = allocate(dev, detail::kGemmWorkspaceBytes);
+      // Captured on a stream of its own: other threads sharing the caller's stream go on
+      // running eagerly on it meanwhile, and none of their work lands in the graph.
+      detail::CaptureStreamScope capture_stream(dev);
+      detail::GemmWorkspaceScope workspace(inst.workspace.get());
+      inst.exec = detail::backend(dev.kind).capture(capture_stream.stream(), io, [&] {
         detail::ArenaScope scope(&arena, dev);
         nn::Output o = module->forward(inst.static_in);
         // The copy-out nodes read whole buffers: a view (a transposed output) is made dense here.
         inst.static_out.y = o.y.contiguous();
-        if (o.pooled.defined()) inst.static_out.pooled = o.pooled.contiguous();
         io.outputs.push_back({inst.static_out.y.data_ptr(), inst.static_out.y.nbytes()});
-          if (o.pooled.defined()) {
-            io.outputs.push_back({inst.static_out.pooled.data_ptr(), inst.static_out.pooled.nbytes()});
-          }
-        });
-      }
-      if (exec) {
-        inst.exec = std::move(exec);
-        captures.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        inst.static_in = nn::Input();  // the CPU replays the forward itself, in the arena
-        inst.static_out = nn::Output();
-      }
+        if (o.pooled.defined()) {
+          inst.static_out.pooled = o.pooled.contiguous();
+          io.outputs.push_back({inst.static_out.pooled.data_ptr(), inst.static_out.pooled.nbytes()});
+        }
+      });
+      if (!inst.exec) throw GraphError("the " + dev.str() + " backend returned no graph");
+      captures.fetch_add(1, std::memory_order_relaxed);
     } catch (const std::exception& ex) {
       inst.memory = DataPtr();
       inst.workspace = DataPtr();

@@ -1,5 +1,6 @@
 #include "memory/graph_arena.h"
 
+#include <algorithm>
 #include <string>
 
 #include "streampool/error.h"
@@ -18,7 +19,7 @@ constexpr std::size_t kAlign = 512;
 }  // namespace
 
 void* GraphArena::take(std::size_t bytes) {
-  const std::size_t size = (bytes + kAlign - 1) / kAlign * kAlign + (bytes == 0 ? kAlign : 0);
+  const std::size_t size = (std::max<std::size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign;
   if (!base_) {
     planned_ += size;
     return nullptr;

@@ -20,6 +20,21 @@ TEST(Settings, ParsePoolExhausted_cpu) {
   }
 }
 
+TEST(Settings, ParseGraphMode_cpu) {
+  EXPECT_EQ(parse_graph_mode("auto"), GraphMode::automatic);
+  EXPECT_EQ(parse_graph_mode("always"), GraphMode::always);
+  EXPECT_EQ(parse_graph_mode("never"), GraphMode::never);
+  EXPECT_EQ(to_string(GraphMode::automatic), "auto");
+  for (const char* bad : {"", "Auto", "sometimes", "1", "never "}) {
+    try {
+      parse_graph_mode(bad);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("STREAMPOOL_GRAPH"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Settings, DefaultsInEffect_cpu) {
   auto r = run_helper("streams", "-u STREAMPOOL_STREAMS_PER_DEVICE");
   EXPECT_EQ(r.status, 0) << r.output;
