@@ -75,6 +75,30 @@ class GraphError : public Error {
   using Error::Error;
 };
 
+// BatchQueue (batch_queue.h): a request whose deadline passed before it ran (it was not run).
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+// BatchQueue: the queue is full and its policy rejects (at once, or after the block timeout).
+class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+// BatchQueue: the request was cancelled before it ran.
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
+// BatchQueue: submit() after close(), or in a process forked from the one that made the queue.
+class QueueClosedError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Work that ran asynchronously on a stream failed. Raised where someone waits on that stream
 // (or on an event recorded after the failure); `op()` names the op, `cause()` is the original.
 class AsyncError : public Error {

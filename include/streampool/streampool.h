@@ -20,3 +20,6 @@
 #include "streampool/nn/registry.h"
 #include "streampool/nn/transformer.h"
 #include "streampool/graph.h"
+#include "streampool/batch_future.h"
+#include "streampool/batch_queue.h"
+#include "streampool/serve_metrics.h"

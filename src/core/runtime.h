@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "core/backend_interface.h"
@@ -68,6 +69,9 @@ class DevicePool {
 // The pool of `device`; throws ForkedChildError in a forked child, DeviceError for a device that
 // does not exist.
 DevicePool& device_pool(const Device& device);
+// The calling thread's current stream of `device` if it has one (the main thread's default
+// stream, a lease, an override), without leasing one: nullopt for a thread that never used it.
+std::optional<Stream> current_stream_if_set(const Device& device);
 // A test hook: tests/support/work.cc submits real work to a stream through it.
 STREAMPOOL_TEST_HOOK StreamImpl& stream_impl(const Stream& stream);
 // For its lifetime, the calling thread's current stream of `device` is a capture stream of its

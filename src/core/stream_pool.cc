@@ -243,6 +243,15 @@ detail::CaptureStreamScope::~CaptureStreamScope() {
   pool_.release_capture_stream(id_);
 }
 
+std::optional<Stream> detail::current_stream_if_set(const Device& device) {
+  if (device.index < 0 || device.index >= kMaxDevicesPerKind) return std::nullopt;
+  const ThreadDeviceState& st = state_for(device);
+  if (st.override_id >= 0) return Stream(device, static_cast<std::uint32_t>(st.override_id));
+  if (st.assigned >= 0) return Stream(device, static_cast<std::uint32_t>(st.assigned));
+  if (is_main_thread()) return Stream(device, 0);
+  return std::nullopt;
+}
+
 Stream current_stream(const Device& device) {
   DevicePool& pool = device_pool(device);
   ThreadDeviceState& st = state_for(device);

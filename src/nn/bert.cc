@@ -92,3 +92,19 @@ Output BertModel::forward(const Input& in) const {
 }
 
 }  // namespace streampool::nn
+
+namespace streampool::nn {
+
+InputSpec BertModel::input_spec() const {
+  InputSpec s;
+  s.dims = {-1};
+  s.seq_dim = 1;
+  s.pad = true;
+  s.ids = true;
+  s.max_len = config.max_position_embeddings;
+  s.id_limit = config.vocab_size;
+  s.type_id_limit = config.type_vocab_size;
+  return s;
+}
+
+}  // namespace streampool::nn

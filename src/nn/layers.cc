@@ -79,3 +79,39 @@ std::unique_ptr<Sequential> make_mlp(const std::vector<std::int64_t>& sizes, Act
 }
 
 }  // namespace streampool::nn
+
+namespace streampool::nn {
+
+InputSpec Linear::input_spec() const {
+  InputSpec s;
+  s.last_dim = in_features;
+  return s;
+}
+
+InputSpec LayerNorm::input_spec() const {
+  InputSpec s;
+  s.last_dim = size;
+  return s;
+}
+
+// The length may differ between requests, but zero padding would change the outputs near the
+// end (the next layer sees the padded positions), so only equal lengths batch together.
+InputSpec Conv1d::input_spec() const {
+  InputSpec s;
+  s.dims = {in_channels, -1};
+  s.seq_dim = 2;
+  return s;
+}
+
+// The first layer's spec, without padding: Sequential passes no mask on.
+InputSpec Sequential::input_spec() const {
+  for (const auto& l : layers_) {
+    if (dynamic_cast<const ActivationLayer*>(l.get())) continue;
+    InputSpec s = l->input_spec();
+    s.pad = false;
+    return s;
+  }
+  return {};
+}
+
+}  // namespace streampool::nn

@@ -67,3 +67,18 @@ Output TransformerEncoderLayer::forward(const Input& in) const {
 }
 
 }  // namespace streampool::nn
+
+namespace streampool::nn {
+
+InputSpec MultiheadAttention::input_spec() const {
+  InputSpec s;
+  s.batchable = batch_first;  // (S, B, E): dimension 0 is not the batch
+  s.dims = {-1, embed_dim};
+  s.seq_dim = 1;
+  s.pad = true;  // a padded key is masked: the real positions' outputs do not change
+  return s;
+}
+
+InputSpec TransformerEncoderLayer::input_spec() const { return self_attn_.input_spec(); }
+
+}  // namespace streampool::nn

@@ -29,6 +29,7 @@ class BertModel : public Module {
  public:
   explicit BertModel(const BertConfig& config);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   const BertConfig config;
 
  private:

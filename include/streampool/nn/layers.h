@@ -15,6 +15,7 @@ class Linear : public Module {
  public:
   Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   // The GEMM with `act` fused into its epilogue where the backend can (containers use it to
   // run a Linear and the activation after it as one op).
   Tensor forward_fused(const Tensor& x, Activation act) const;
@@ -30,6 +31,7 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(std::int64_t normalized_shape, double eps = 1e-5);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   const Tensor& weight() const { return param(weight_); }
   const Tensor& bias() const { return param(bias_); }
   const std::int64_t size;
@@ -44,6 +46,7 @@ class Conv1d : public Module {
   Conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size, int stride = 1, int padding = 0,
          bool bias = true);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   const Tensor& weight() const { return param(weight_); }
   const Tensor& bias() const { return param(bias_); }  // undefined without a bias
   const std::int64_t in_channels, out_channels, kernel_size;
@@ -69,6 +72,7 @@ class Sequential : public Module {
   // Appends a layer; only while building (before loading).
   Sequential& add(std::unique_ptr<Module> m);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   std::size_t size() const { return layers_.size(); }
   const Module& operator[](std::size_t i) const { return *layers_.at(i); }
 

@@ -37,6 +37,20 @@ struct Output {
   Tensor pooled;  // BertModel's pooler output; undefined for the other modules
 };
 
+// How requests for a module batch along dimension 0 (the BatchQueue checks each request against
+// it before batching, so a malformed request fails alone).
+struct InputSpec {
+  bool batchable = true;            // dimension 0 of x (and of the masks) is the batch; rows independent
+  std::vector<std::int64_t> dims;   // x's shape after dimension 0, -1 = any size; empty: not known
+  std::int64_t last_dim = 0;        // > 0 with dims empty: any rank >= 2, the last dimension this size
+  std::int64_t seq_dim = 0;         // >= 1: the dimension of x whose length may differ between requests
+  bool pad = false;                 // requests of different lengths batch padded, with a key_padding_mask
+  bool ids = false;                 // x holds integer token ids (else floats of the module's dtype)
+  std::int64_t max_len = 0;         // > 0: the longest length along seq_dim
+  std::int64_t id_limit = 0;        // > 0: ids must lie in [0, id_limit)
+  std::int64_t type_id_limit = 0;   // > 0: token_type_ids must lie in [0, type_id_limit)
+};
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -45,6 +59,9 @@ class Module {
 
   virtual Output forward(const Input& in) const = 0;
   Output operator()(const Input& in) const { return forward(in); }
+  // What one request's input looks like (see InputSpec); the default knows nothing beyond
+  // dimension 0 being the batch.
+  virtual InputSpec input_spec() const { return {}; }
 
   // The class name, for messages ("Linear").
   std::string_view name() const { return name_; }

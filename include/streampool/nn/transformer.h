@@ -13,6 +13,7 @@ class MultiheadAttention : public Module {
  public:
   MultiheadAttention(std::int64_t embed_dim, std::int64_t num_heads, bool bias = true, bool batch_first = true);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   const std::int64_t embed_dim, num_heads;
   const bool has_bias, batch_first;
 
@@ -28,6 +29,7 @@ class TransformerEncoderLayer : public Module {
                           Activation activation = Activation::relu, bool norm_first = false, double layer_norm_eps = 1e-5,
                           bool batch_first = true);
   Output forward(const Input& in) const override;
+  InputSpec input_spec() const override;
   const Activation activation;
   const bool norm_first;
 

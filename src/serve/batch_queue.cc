@@ -1,0 +1,1000 @@
+#include "streampool/batch_queue.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "core/fork_guard.h"
+#include "core/runtime.h"
+#include "serve/batch_assembly.h"
+#include "serve/metrics.h"
+#include "serve/request_state.h"
+#include "streampool/error.h"
+#include "streampool/event.h"
+#include "streampool/stream_pool.h"
+
+namespace streampool {
+
+using detail::Clock;
+using detail::RequestState;
+using Ptr = std::shared_ptr<RequestState>;
+
+namespace detail {
+
+// Requests that may share a batch. Within it, one Level per priority (highest first); in a
+// level, requests with a deadline in a min-heap by deadline, those without in arrival order.
+// Entries that were cancelled or timed out stay until they reach the front (lazy removal).
+struct Lane {
+  std::string key;
+  bool host = true;  // requests' tensors on the host; else on `device`
+  Device device;
+  struct Level {
+    int priority = 0;
+    std::vector<Ptr> heap;  // by deadline (std::push_heap with Later)
+    std::deque<Ptr> fifo;
+  };
+  std::vector<Level> levels;  // priority descending
+  std::int64_t rows = 0;      // rows of the live (queued) requests
+  std::size_t count = 0;      // live requests
+};
+
+namespace {
+
+struct Later {
+  bool operator()(const Ptr& a, const Ptr& b) const {
+    return a->deadline != b->deadline ? a->deadline > b->deadline : a->seq > b->seq;
+  }
+};
+
+bool live(const Ptr& r) { return r->current() == RequestStatus::queued; }
+
+// The most urgent live request of a level (dead entries at the front are dropped).
+RequestState* level_head(Lane::Level& l) {
+  while (!l.heap.empty() && !live(l.heap.front())) {
+    std::pop_heap(l.heap.begin(), l.heap.end(), Later());
+    l.heap.pop_back();
+  }
+  while (!l.fifo.empty() && !live(l.fifo.front())) l.fifo.pop_front();
+  if (!l.heap.empty()) return l.heap.front().get();  // a finite deadline beats none
+  if (!l.fifo.empty()) return l.fifo.front().get();
+  return nullptr;
+}
+
+Ptr level_pop(Lane::Level& l) {
+  Ptr r;
+  if (!l.heap.empty()) {
+    std::pop_heap(l.heap.begin(), l.heap.end(), Later());
+    r = std::move(l.heap.back());
+    l.heap.pop_back();
+  } else {
+    r = std::move(l.fifo.front());
+    l.fifo.pop_front();
+  }
+  return r;
+}
+
+RequestState* lane_head(Lane& lane, Lane::Level** level) {
+  for (auto& l : lane.levels) {
+    if (RequestState* r = level_head(l)) {
+      *level = &l;
+      return r;
+    }
+  }
+  return nullptr;
+}
+
+// a more urgent than b: priority, then deadline, then arrival.
+bool more_urgent(const RequestState& a, const RequestState& b) {
+  if (a.priority != b.priority) return a.priority > b.priority;
+  if (a.deadline != b.deadline) return a.deadline < b.deadline;
+  return a.seq < b.seq;
+}
+
+double us_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+
+}  // namespace
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+
+struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
+  struct WorkerSpec {
+    std::shared_ptr<const nn::Module> module;
+    std::shared_ptr<CompiledModule> compiled;
+    Device device;
+  };
+  class Worker;
+
+  BatchOptions options;
+  nn::InputSpec spec;
+  DType dtype = DType::float32;  // the modules' parameter dtype (x's dtype unless spec.ids)
+  std::vector<WorkerSpec> specs;
+  std::vector<Device> devices;  // the workers' devices, distinct
+  pid_t pid = ::getpid();
+  detail::QueueCounters counters;
+
+  std::mutex mu;                  // guards lanes, depth, closed, next_seq, reaper_target
+  std::condition_variable work_cv;    // workers: a lane became non-empty, a batch filled, close
+  std::condition_variable room_cv;    // blocked submitters: room in the queue, close
+  std::condition_variable reaper_cv;  // the reaper: an earlier deadline, close
+  std::list<detail::Lane> lanes;      // stable addresses: requests point at their lane
+  std::size_t depth = 0;
+  bool closed = false;
+  std::uint64_t next_seq = 0;
+  Clock::time_point reaper_target = Clock::time_point::max();
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::thread reaper;
+  std::once_flag close_once;
+  std::atomic<bool> closed_flag{false};
+
+  void start();
+  BatchFuture submit(nn::Input in, const SubmitOptions& so);
+  void check_request(RequestState& r) const;
+  std::string lane_key(const RequestState& r) const;
+  bool next_batch(const Device& worker_device, detail::BatchPlan& plan);
+  bool cancel(RequestState& r);
+  void reap();
+  void close();
+  void expire(const Ptr& r, Clock::time_point now);
+  // Removes request `r` (status queued, under mu) from its lane's counts.
+  void unlink(RequestState& r) {
+    r.lane->rows -= r.rows;
+    --r.lane->count;
+    --depth;
+    r.lane = nullptr;
+  }
+  void drop_empty_lanes() {
+    lanes.remove_if([](const detail::Lane& l) { return l.count == 0; });
+  }
+};
+
+// A worker: a launcher thread that forms and launches batches on its own pool stream, and a
+// completer thread that waits for each batch's event and fulfils its requests. They share the
+// in-flight list and the slots (page-locked staging per batch in flight).
+class BatchQueue::Core::Worker {
+ public:
+  Worker(Core& core, WorkerSpec spec) : core_(core), spec_(std::move(spec)), slots_(core.options.pipeline_depth) {
+    for (auto& s : slots_) free_.push_back(&s);
+  }
+  ~Worker() {
+    Backend* b = nullptr;
+    for (auto& s : slots_) {
+      for (void* p : {s.in, s.out}) {
+        if (!p) continue;
+        if (!b) b = &detail::device_pool(spec_.device).backend;
+        b->deallocate_pinned(p);
+      }
+    }
+  }
+  void start() {
+    completer_ = std::thread([this] { complete_loop(); });
+    launcher_ = std::thread([this] { launch_loop(); });
+  }
+  std::uint64_t batches() const { return batches_.load(std::memory_order_relaxed); }
+  void join() {
+    if (launcher_.joinable()) launcher_.join();
+    if (completer_.joinable()) completer_.join();
+  }
+
+ private:
+  using Backend = detail::Backend;
+  struct Slot {
+    void* in = nullptr;
+    std::size_t in_cap = 0;
+    void* out = nullptr;
+    std::size_t out_cap = 0;
+    Event done;
+  };
+  struct Flight {
+    std::shared_ptr<detail::BatchPlan> plan;  // shared with a CPU worker's gather task
+    Slot* slot = nullptr;
+    nn::Output out;              // the batch output on the worker's device
+    bool download = false;       // results go to the host through slot->out
+    std::size_t y_off = 0, pooled_off = 0;
+    Clock::time_point start;
+    std::exception_ptr error;    // the launch failed: fail the batch without waiting
+    bool stop = false;           // the launcher is done
+  };
+
+  static void* grow(Backend& b, void*& p, std::size_t& cap, std::size_t need) {
+    if (cap >= need) return p;
+    if (p) b.deallocate_pinned(p);
+    p = nullptr;
+    cap = 0;
+    const std::size_t n = std::max<std::size_t>(need, 1 << 16);
+    p = b.allocate_pinned(n);
+    if (!p) throw OutOfMemoryError("BatchQueue: cannot allocate " + std::to_string(n) + " bytes of page-locked host memory");
+    cap = n;
+    return p;
+  }
+  static std::size_t align(std::size_t n) { return (n + 255) & ~std::size_t(255); }
+
+  void launch_loop() {
+    for (;;) {
+      auto plan = std::make_shared<detail::BatchPlan>();
+      if (!core_.next_batch(spec_.device, *plan)) break;
+      Slot* slot = take_slot();
+      Flight f;
+      f.plan = std::move(plan);
+      f.slot = slot;
+      f.start = Clock::now();
+      for (const auto& r : f.plan->reqs) core_.counters.queue_us.observe(detail::us_between(r->arrival, f.start));
+      try {
+        launch(f);
+      } catch (...) {
+        f.error = std::current_exception();
+      }
+      push(std::move(f));
+    }
+    Flight last;
+    last.stop = true;
+    push(std::move(last));
+  }
+
+  void launch(Flight& f) {
+    const Device dev = spec_.device;
+    const Stream stream = current_stream(dev);
+    const nn::InputSpec& spec = core_.spec;
+    detail::BatchPlan& p = *f.plan;
+    const Tensor& x0 = p.reqs.front()->in.x;
+    const Shape xs = detail::batch_shape(p, spec.seq_dim);
+    nn::Input batch;
+    const bool cuda = dev.kind != DeviceKind::cpu;
+    if (p.host) {
+      Tensor x = empty(xs, x0.dtype(), dev);
+      Tensor mask = p.mask ? empty({p.rows, p.len}, DType::boolean, dev) : Tensor();
+      Tensor types = p.types ? empty({p.rows, p.len}, DType::int64, dev) : Tensor();
+      if (cuda) {
+        // Gather on this thread into page-locked memory, then one upload per tensor.
+        Backend& b = detail::device_pool(dev).backend;
+        const std::size_t xb = align(x.nbytes()), mb = align(mask.defined() ? mask.nbytes() : 0);
+        const std::size_t tb = types.defined() ? types.nbytes() : 0;
+        char* h = static_cast<char*>(grow(b, f.slot->in, f.slot->in_cap, xb + mb + tb));
+        detail::gather_host(p, spec.seq_dim, h, p.mask ? reinterpret_cast<std::uint8_t*>(h + xb) : nullptr,
+                            p.types ? reinterpret_cast<std::int64_t*>(h + xb + mb) : nullptr);
+        detail::StreamImpl& s = detail::current_impl(dev);
+        b.copy_async(x.data_ptr(), h, x.nbytes(), s);
+        if (p.mask) b.copy_async(mask.data_ptr(), h + xb, mask.nbytes(), s);
+        if (p.types) b.copy_async(types.data_ptr(), h + xb + mb, types.nbytes(), s);
+      } else {
+        // A CPU worker gathers on its own stream, in order after the work that last used the
+        // blocks; the requests stay alive until the batch completes.
+        void* xp = x.data_ptr();
+        auto* mp = p.mask ? static_cast<std::uint8_t*>(mask.data_ptr()) : nullptr;
+        auto* tp = p.types ? static_cast<std::int64_t*>(types.data_ptr()) : nullptr;
+        const std::int64_t seq_dim = spec.seq_dim;
+        std::shared_ptr<const detail::BatchPlan> plan = f.plan;
+        stream.enqueue_host("batch_gather", [plan, seq_dim, xp, mp, tp] { detail::gather_host(*plan, seq_dim, xp, mp, tp); });
+      }
+      batch.x = x;
+      batch.key_padding_mask = mask;
+      batch.token_type_ids = types;
+    } else {
+      // Device-resident requests: wait for each submitter's stream, then copy on the device.
+      std::vector<Stream> waited;
+      for (const auto& r : p.reqs) {
+        if (!r->producer || *r->producer == stream) continue;
+        if (std::find(waited.begin(), waited.end(), *r->producer) != waited.end()) continue;
+        waited.push_back(*r->producer);
+        Event e;
+        e.record(*r->producer);
+        stream.wait(e);
+      }
+      const bool padded = spec.seq_dim >= 1 && spec.pad;
+      Tensor x = padded ? zeros(xs, x0.dtype(), dev) : empty(xs, x0.dtype(), dev);
+      Tensor types = p.types ? zeros({p.rows, p.len}, DType::int64, dev) : Tensor();
+      for (std::size_t i = 0; i < p.reqs.size(); ++i) {
+        const RequestState& r = *p.reqs[i];
+        Tensor dst = x.slice(0, p.offsets[i], p.offsets[i] + r.rows);
+        if (padded) dst = dst.slice(1, 0, r.len);
+        dst.copy_from(r.in.x);
+        if (p.types && r.in.token_type_ids.defined()) {
+          types.slice(0, p.offsets[i], p.offsets[i] + r.rows).slice(1, 0, r.len).copy_from(r.in.token_type_ids);
+        }
+      }
+      if (p.mask) {
+        std::vector<std::uint8_t> m(static_cast<std::size_t>(p.rows * p.len));
+        detail::gather_mask(p, m.data());
+        batch.key_padding_mask = from_host(m.data(), m.size(), {p.rows, p.len}, DType::boolean, dev);
+      }
+      batch.x = x;
+      batch.token_type_ids = types;
+    }
+    f.out = spec_.compiled ? spec_.compiled->forward(batch) : spec_.module->forward(batch);
+    f.download = cuda && p.reqs.front()->result_device.kind == DeviceKind::cpu;
+    if (f.download) {
+      Backend& b = detail::device_pool(dev).backend;
+      f.out.y = f.out.y.contiguous();
+      if (f.out.pooled.defined()) f.out.pooled = f.out.pooled.contiguous();
+      const std::size_t yb = align(f.out.y.nbytes());
+      const std::size_t pb = f.out.pooled.defined() ? f.out.pooled.nbytes() : 0;
+      char* h = static_cast<char*>(grow(b, f.slot->out, f.slot->out_cap, yb + pb));
+      detail::StreamImpl& s = detail::current_impl(dev);
+      f.y_off = 0;
+      f.pooled_off = yb;
+      b.copy_async(h, f.out.y.data_ptr(), f.out.y.nbytes(), s);
+      if (pb) b.copy_async(h + yb, f.out.pooled.data_ptr(), pb, s);
+    }
+    f.slot->done.record(stream);
+  }
+
+  void complete_loop() {
+    for (;;) {
+      Flight f = pop();
+      if (f.stop) break;
+      complete(f);
+      give_slot(f.slot);
+    }
+  }
+
+  void complete(Flight& f) {
+    detail::BatchPlan& p = *f.plan;
+    std::exception_ptr error = f.error;
+    nn::Output out;
+    if (error) {
+      // The launch failed part-way: let what it enqueued finish before the inputs go.
+      try {
+        Stream(spec_.device, current_stream_id_.load()).synchronize();
+      } catch (...) {
+      }
+    } else {
+      try {
+        f.slot->done.synchronize();
+        if (f.download) {
+          // Host results: one host tensor per output, filled from the page-locked copy. This
+          // thread never enqueues CPU work, so its blocks have no earlier work pending.
+          const char* h = static_cast<const char*>(f.slot->out);
+          out.y = empty(f.out.y.shape(), f.out.y.dtype(), Device(DeviceKind::cpu));
+          std::memcpy(out.y.data_ptr(), h + f.y_off, out.y.nbytes());
+          if (f.out.pooled.defined()) {
+            out.pooled = empty(f.out.pooled.shape(), f.out.pooled.dtype(), Device(DeviceKind::cpu));
+            std::memcpy(out.pooled.data_ptr(), h + f.pooled_off, out.pooled.nbytes());
+          }
+        } else {
+          out = f.out;
+        }
+      } catch (...) {
+        error = std::current_exception();
+        // Take the stream's pending error, so that the batches behind this one are judged by
+        // their own work (each of them that saw the failure fails too: Note in batch_queue.h).
+        try {
+          Stream(spec_.device, current_stream_id_.load()).synchronize();
+        } catch (...) {
+        }
+      }
+    }
+    if (error) {
+      // A batch error that wraps the op's own exception: hand on the original.
+      try {
+        std::rethrow_exception(error);
+      } catch (const AsyncError& e) {
+        if (e.cause()) error = e.cause();
+      } catch (...) {
+      }
+    }
+    const auto now = Clock::now();
+    core_.counters.compute_us.observe(detail::us_between(f.start, now));
+    core_.counters.batch_size.observe(static_cast<double>(p.rows));
+    core_.counters.batches.fetch_add(1, std::memory_order_relaxed);
+    batches_.fetch_add(1, std::memory_order_relaxed);
+    const bool trim = core_.spec.pad && core_.spec.seq_dim == 1;
+    // Counters first, so that a caller who got its result sees it counted.
+    for (const auto& r : p.reqs) core_.counters.request_us.observe(detail::us_between(r->arrival, now));
+    (error ? core_.counters.failed : core_.counters.completed).fetch_add(p.reqs.size(), std::memory_order_relaxed);
+    for (std::size_t i = 0; i < p.reqs.size(); ++i) {
+      RequestState& r = *p.reqs[i];
+      if (error) {
+        detail::fulfil(r, RequestStatus::failed, {}, error);
+      } else {
+        nn::Output mine;
+        mine.y = detail::request_rows(out.y, p, i, trim);
+        if (out.pooled.defined()) mine.pooled = detail::request_rows(out.pooled, p, i, false);
+        detail::fulfil(r, RequestStatus::done, std::move(mine), nullptr);
+      }
+    }
+  }
+
+  Slot* take_slot() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    Slot* s = free_.back();
+    free_.pop_back();
+    if (current_stream_id_.load() == kNoStream) current_stream_id_ = current_stream(spec_.device).id();
+    return s;
+  }
+  void give_slot(Slot* s) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      free_.push_back(s);
+    }
+    cv_.notify_all();
+  }
+  void push(Flight f) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      flights_.push_back(std::move(f));
+    }
+    cv_.notify_all();
+  }
+  Flight pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !flights_.empty(); });
+    Flight f = std::move(flights_.front());
+    flights_.pop_front();
+    return f;
+  }
+
+  static constexpr std::uint32_t kNoStream = ~0u;
+  Core& core_;
+  const WorkerSpec spec_;
+  std::vector<Slot> slots_;
+  std::mutex mu_;               // guards flights_, free_
+  std::condition_variable cv_;  // a flight was pushed, a slot was given back
+  std::deque<Flight> flights_;  // launched, in launch order
+  std::vector<Slot*> free_;
+  std::atomic<std::uint64_t> batches_{0};
+  std::atomic<std::uint32_t> current_stream_id_{kNoStream};  // the launcher's stream, for the completer
+  std::thread launcher_, completer_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+std::string dims_str(const std::vector<std::int64_t>& d) {
+  std::string s = "(batch";
+  for (auto v : d) s += ", " + (v < 0 ? std::string("any") : std::to_string(v));
+  return s + ")";
+}
+
+}  // namespace
+
+void BatchQueue::Core::check_request(RequestState& r) const {
+  const nn::Input& in = r.in;
+  auto bad = [&](const std::string& why) {
+    throw InvalidArgument("BatchQueue::submit: " + why + (in.x.defined() ? " (x is " + in.x.str() + ")" : ""));
+  };
+  if (!in.x.defined()) bad("the request's x is undefined");
+  const Tensor& x = in.x;
+  if (x.dim() < 1) bad("x needs a batch dimension (rows along dimension 0)");
+  r.rows = x.size(0);
+  if (r.rows < 1) bad("x has no rows");
+  if (r.rows > options.max_batch_size) {
+    bad("the request has " + std::to_string(r.rows) + " rows, more than max_batch_size " +
+        std::to_string(options.max_batch_size));
+  }
+  if (!spec.dims.empty()) {
+    if (x.dim() != static_cast<std::int64_t>(spec.dims.size()) + 1) {
+      bad("the module takes x of shape " + dims_str(spec.dims));
+    }
+    for (std::size_t d = 0; d < spec.dims.size(); ++d) {
+      if (spec.dims[d] >= 0 && x.size(static_cast<std::int64_t>(d) + 1) != spec.dims[d]) {
+        bad("the module takes x of shape " + dims_str(spec.dims));
+      }
+    }
+  } else if (spec.last_dim > 0 && (x.dim() < 2 || x.size(-1) != spec.last_dim)) {
+    bad("the module takes x of shape (batch, ..., " + std::to_string(spec.last_dim) + ")");
+  }
+  if (spec.ids) {
+    if (x.dtype() != DType::int64) bad("the module takes token ids as int64");
+  } else if (x.dtype() != dtype) {
+    bad("the module runs in " + std::string(dtype_name(dtype)) + " and takes x in that dtype");
+  }
+  r.len = spec.seq_dim >= 1 ? x.size(spec.seq_dim) : 0;
+  if (spec.seq_dim >= 1 && r.len < 1) bad("the sequence is empty");
+  if (spec.max_len > 0 && r.len > spec.max_len) {
+    bad("the sequence has " + std::to_string(r.len) + " positions, more than the module's " + std::to_string(spec.max_len));
+  }
+  if (!options.length_buckets.empty() && spec.pad && r.len > options.length_buckets.back()) {
+    bad("the sequence has " + std::to_string(r.len) + " positions, more than the largest length bucket " +
+        std::to_string(options.length_buckets.back()));
+  }
+  const bool host = x.device().kind == DeviceKind::cpu;
+  if (!host && std::find(devices.begin(), devices.end(), x.device()) == devices.end()) {
+    bad("no worker of this queue runs on " + x.device().str() + " (give host tensors, or tensors on a worker's device)");
+  }
+  r.result_device = options.output_device ? *options.output_device : x.device();
+  // Fields: masks only where the module pads; BERT's fields only for BERT.
+  const Shape mask_shape = {r.rows, r.len};
+  auto field = [&](const Tensor& t, const char* name, bool taken) {
+    if (!t.defined()) return;
+    if (!taken) bad(std::string("the module takes no ") + name);
+    if (t.shape() != mask_shape) bad(std::string(name) + " must have shape " + shape_str(mask_shape) + ", got " + t.str());
+  };
+  field(in.key_padding_mask, "key_padding_mask", spec.pad);
+  field(in.attention_mask, "attention_mask", spec.pad && spec.ids);
+  field(in.token_type_ids, "token_type_ids", spec.ids);
+  if (in.key_padding_mask.defined() && in.attention_mask.defined()) bad("give attention_mask or key_padding_mask, not both");
+  if (in.token_type_ids.defined()) {
+    if (in.token_type_ids.dtype() != DType::int64) bad("token_type_ids must be int64");
+    if (in.token_type_ids.device() != x.device()) bad("token_type_ids must be on x's device");
+  }
+  // Host tensors are read by the workers' host code: ready and contiguous now. The submitter's
+  // CPU stream is idle in the common case (query is a lock-free check then).
+  if (host || in.key_padding_mask.defined() || in.attention_mask.defined()) {
+    if (auto s = detail::current_stream_if_set(Device(DeviceKind::cpu)); s && !s->query()) s->synchronize();
+  }
+  if (host) {
+    if (!r.in.x.is_contiguous()) r.in.x = r.in.x.contiguous();
+    if (r.in.token_type_ids.defined() && !r.in.token_type_ids.is_contiguous()) r.in.token_type_ids = r.in.token_type_ids.contiguous();
+    if (auto s = detail::current_stream_if_set(Device(DeviceKind::cpu)); s && !s->query()) s->synchronize();
+    if (spec.id_limit > 0) {
+      const auto* ids = r.in.x.data<std::int64_t>();
+      for (std::int64_t i = 0; i < r.in.x.numel(); ++i) {
+        if (ids[i] < 0 || ids[i] >= spec.id_limit) {
+          bad("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside [0, " +
+              std::to_string(spec.id_limit) + ")");
+        }
+      }
+    }
+    if (spec.type_id_limit > 0 && r.in.token_type_ids.defined()) {
+      const auto* t = r.in.token_type_ids.data<std::int64_t>();
+      for (std::int64_t i = 0; i < r.in.token_type_ids.numel(); ++i) {
+        if (t[i] < 0 || t[i] >= spec.type_id_limit) {
+          bad("token type id " + std::to_string(t[i]) + " is outside [0, " + std::to_string(spec.type_id_limit) + ")");
+        }
+      }
+    }
+  } else {
+    r.producer = current_stream(x.device());
+  }
+  // Masks: one host byte per position, true = padded, whatever form the request gave.
+  const Tensor& m = in.key_padding_mask.defined() ? in.key_padding_mask : in.attention_mask;
+  if (m.defined()) {
+    std::vector<float> v = m.to_float_vector();
+    const bool real_is_one = in.attention_mask.defined();
+    r.padded.resize(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) r.padded[i] = real_is_one ? (v[i] == 0.0f) : (v[i] != 0.0f);
+    r.in.key_padding_mask = Tensor();
+    r.in.attention_mask = Tensor();
+  }
+}
+
+std::string BatchQueue::Core::lane_key(const RequestState& r) const {
+  const Tensor& x = r.in.x;
+  std::string k = x.device().kind == DeviceKind::cpu ? "h" : x.device().str();
+  k += '|';
+  k += dtype_name(x.dtype());
+  k += '|';
+  k += r.result_device.str();
+  for (std::int64_t d = 1; d < x.dim(); ++d) {
+    k += '|';
+    if (d == spec.seq_dim && spec.pad) {
+      // Padding: one lane, or one per length bucket.
+      std::int64_t b = 0;
+      while (b < static_cast<std::int64_t>(options.length_buckets.size()) && options.length_buckets[b] < r.len) ++b;
+      k += "b" + std::to_string(b);
+    } else {
+      k += std::to_string(x.size(d));
+    }
+  }
+  return k;
+}
+
+BatchFuture BatchQueue::Core::submit(nn::Input in, const SubmitOptions& so) {
+  if (::getpid() != pid || detail::g_in_forked_child.load(std::memory_order_relaxed)) {
+    throw QueueClosedError("BatchQueue::submit: this queue belongs to the parent process (its workers do not exist in a "
+                           "forked child); make a queue in the child, or start children with spawn or exec");
+  }
+  auto r = std::make_shared<RequestState>();
+  r->in = std::move(in);
+  r->arrival = Clock::now();
+  r->priority = so.priority;
+  if (so.deadline && so.timeout) {
+    counters.rejected.fetch_add(1, std::memory_order_relaxed);
+    throw InvalidArgument("BatchQueue::submit: give a deadline or a timeout, not both");
+  }
+  if (so.timeout && so.timeout->count() < 0) {
+    counters.rejected.fetch_add(1, std::memory_order_relaxed);
+    throw InvalidArgument("BatchQueue::submit: negative timeout");
+  }
+  if (so.deadline) r->deadline = *so.deadline;
+  else if (so.timeout) r->deadline = r->arrival + *so.timeout;
+  else if (options.default_timeout.count() > 0) r->deadline = r->arrival + options.default_timeout;
+  try {
+    check_request(*r);
+  } catch (...) {
+    counters.rejected.fetch_add(1, std::memory_order_relaxed);
+    throw;
+  }
+  r->queue = weak_from_this();
+  const std::string key = lane_key(*r);
+  bool wake_worker = false, wake_reaper = false;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    auto closed_error = [&] {
+      counters.rejected.fetch_add(1, std::memory_order_relaxed);
+      return QueueClosedError("BatchQueue::submit: the queue is closed");
+    };
+    if (closed) throw closed_error();
+    if (options.max_queue > 0 && depth >= options.max_queue) {
+      auto full = [&](const char* how) {
+        counters.rejected.fetch_add(1, std::memory_order_relaxed);
+        return QueueFullError("BatchQueue::submit: the queue is full (" + std::to_string(options.max_queue) +
+                              " requests waiting, max_queue)" + how);
+      };
+      if (options.full_policy == FullPolicy::reject) throw full("");
+      auto room = [&] { return closed || depth < options.max_queue; };
+      if (options.full_timeout.count() > 0) {
+        if (!room_cv.wait_for(lock, options.full_timeout, room)) {
+          throw full((" after waiting " + std::to_string(options.full_timeout.count()) + " us for room").c_str());
+        }
+      } else {
+        room_cv.wait(lock, room);
+      }
+      if (closed) throw closed_error();
+    }
+    detail::Lane* lane = nullptr;
+    for (auto& l : lanes) {
+      if (l.key == key) {
+        lane = &l;
+        break;
+      }
+    }
+    if (!lane) {
+      lane = &lanes.emplace_back();
+      lane->key = key;
+      lane->host = r->in.x.device().kind == DeviceKind::cpu;
+      lane->device = r->in.x.device();
+    }
+    auto lv = std::find_if(lane->levels.begin(), lane->levels.end(), [&](const auto& l) { return l.priority <= r->priority; });
+    if (lv == lane->levels.end() || lv->priority != r->priority) {
+      lv = lane->levels.insert(lv, detail::Lane::Level{});
+      lv->priority = r->priority;
+    }
+    r->seq = next_seq++;
+    r->lane = lane;
+    const bool was_empty = lane->count == 0;
+    if (r->deadline != Clock::time_point::max()) {
+      lv->heap.push_back(r);
+      std::push_heap(lv->heap.begin(), lv->heap.end(), detail::Later());
+      if (r->deadline < reaper_target) {
+        reaper_target = r->deadline;
+        wake_reaper = true;
+      }
+    } else {
+      lv->fifo.push_back(r);
+    }
+    lane->rows += r->rows;
+    ++lane->count;
+    ++depth;
+    // Workers sleep only when nothing is there for them or while a batch waits for company.
+    wake_worker = was_empty || lane->rows >= options.max_batch_size || options.max_delay.count() > 0;
+  }
+  counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  if (wake_worker) work_cv.notify_one();
+  if (wake_reaper) reaper_cv.notify_one();
+  return BatchFuture(std::move(r));
+}
+
+void BatchQueue::Core::expire(const Ptr& r, Clock::time_point now) {
+  std::ostringstream m;
+  m << "BatchQueue: request timed out: its deadline passed " << detail::us_between(r->deadline, now)
+    << " us ago, after " << detail::us_between(r->arrival, now) << " us in the queue; it was not run";
+  counters.timed_out.fetch_add(1, std::memory_order_relaxed);
+  counters.request_us.observe(detail::us_between(r->arrival, now));
+  detail::fulfil(*r, RequestStatus::timed_out, {}, std::make_exception_ptr(TimeoutError(m.str())));
+}
+
+bool BatchQueue::Core::next_batch(const Device& worker_device, detail::BatchPlan& plan) {
+  std::vector<Ptr> expired;
+  std::unique_lock<std::mutex> lock(mu);
+  for (;;) {
+    detail::Lane* best = nullptr;
+    detail::RequestState* head = nullptr;
+    for (auto& lane : lanes) {
+      if (lane.count == 0 || !(lane.host || lane.device == worker_device)) continue;
+      detail::Lane::Level* lv = nullptr;
+      detail::RequestState* h = detail::lane_head(lane, &lv);
+      if (h && (!head || detail::more_urgent(*h, *head))) {
+        best = &lane;
+        head = h;
+      }
+    }
+    if (!best) {
+      if (closed) return false;
+      work_cv.wait(lock);
+      continue;
+    }
+    const auto now = Clock::now();
+    if (!closed && options.max_delay.count() > 0 && best->rows < options.max_batch_size &&
+        now < head->arrival + options.max_delay) {
+      work_cv.wait_until(lock, head->arrival + options.max_delay);
+      continue;
+    }
+    plan = detail::BatchPlan();
+    plan.host = best->host;
+    while (best->count > 0) {
+      detail::Lane::Level* lv = nullptr;
+      detail::RequestState* h = detail::lane_head(*best, &lv);
+      if (!h) break;
+      if (h->deadline <= now) {  // expired while waiting: not run
+        Ptr r = detail::level_pop(*lv);
+        unlink(*r);
+        r->status.store(static_cast<int>(RequestStatus::running), std::memory_order_relaxed);
+        expired.push_back(std::move(r));
+        continue;
+      }
+      if (plan.rows + h->rows > options.max_batch_size) break;
+      Ptr r = detail::level_pop(*lv);
+      unlink(*r);
+      r->status.store(static_cast<int>(RequestStatus::running), std::memory_order_release);
+      plan.offsets.push_back(plan.rows);
+      plan.rows += r->rows;
+      plan.len = std::max(plan.len, r->len);
+      plan.types |= r->in.token_type_ids.defined();
+      plan.mask |= !r->padded.empty();
+      plan.reqs.push_back(std::move(r));
+    }
+    drop_empty_lanes();
+    const bool more = depth > 0;
+    if (options.max_queue > 0) room_cv.notify_all();
+    if (plan.reqs.empty()) {
+      if (!expired.empty()) {
+        lock.unlock();
+        for (auto& r : expired) expire(r, now);
+        expired.clear();
+        lock.lock();
+      }
+      continue;
+    }
+    lock.unlock();
+    if (more) work_cv.notify_one();  // the rest is for another worker
+    for (auto& r : expired) expire(r, now);
+    if (spec.pad && spec.seq_dim >= 1) {
+      for (const auto& r : plan.reqs) plan.mask |= r->len < plan.len;
+    }
+    if (plan.mask && !spec.pad) plan.mask = false;
+    return true;
+  }
+}
+
+bool BatchQueue::Core::cancel(RequestState& r) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (r.current() != RequestStatus::queued) return false;
+    unlink(r);
+    r.status.store(static_cast<int>(RequestStatus::running), std::memory_order_relaxed);  // claimed
+    drop_empty_lanes();
+  }
+  room_cv.notify_all();
+  counters.cancelled.fetch_add(1, std::memory_order_relaxed);
+  detail::fulfil(r, RequestStatus::cancelled, {}, std::make_exception_ptr(CancelledError("BatchQueue: request cancelled")));
+  return true;
+}
+
+void BatchQueue::Core::reap() {
+  std::unique_lock<std::mutex> lock(mu);
+  for (;;) {
+    if (closed && depth == 0) return;
+    const auto now = Clock::now();
+    std::vector<Ptr> expired;
+    Clock::time_point next = Clock::time_point::max();
+    for (auto& lane : lanes) {
+      for (auto& lv : lane.levels) {
+        for (;;) {
+          detail::level_head(lv);  // drops dead entries at the front
+          if (lv.heap.empty()) break;
+          const Ptr& top = lv.heap.front();
+          if (top->deadline > now) {
+            next = std::min(next, top->deadline);
+            break;
+          }
+          std::pop_heap(lv.heap.begin(), lv.heap.end(), detail::Later());
+          Ptr r = std::move(lv.heap.back());
+          lv.heap.pop_back();
+          unlink(*r);
+          r->status.store(static_cast<int>(RequestStatus::running), std::memory_order_relaxed);
+          expired.push_back(std::move(r));
+        }
+      }
+    }
+    if (!expired.empty()) {
+      drop_empty_lanes();
+      lock.unlock();
+      room_cv.notify_all();
+      for (auto& r : expired) expire(r, now);
+      lock.lock();
+      continue;
+    }
+    reaper_target = next;
+    if (closed) {
+      // Draining: the workers take what is left; deadlines still apply.
+      reaper_cv.wait_for(lock, std::chrono::milliseconds(1));
+    } else if (next == Clock::time_point::max()) {
+      reaper_cv.wait(lock);
+    } else {
+      reaper_cv.wait_until(lock, next);
+    }
+  }
+}
+
+void BatchQueue::Core::start() {
+  for (auto& s : specs) {
+    workers.push_back(std::make_unique<Worker>(*this, s));
+  }
+  try {
+    for (auto& w : workers) w->start();
+    reaper = std::thread([this] { reap(); });
+  } catch (...) {
+    close();
+    throw;
+  }
+}
+
+void BatchQueue::Core::close() {
+  std::call_once(close_once, [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closed = true;
+    }
+    closed_flag = true;
+    work_cv.notify_all();
+    room_cv.notify_all();
+    reaper_cv.notify_all();
+    for (auto& w : workers) w->join();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      reaper_target = Clock::time_point::min();
+    }
+    reaper_cv.notify_all();
+    if (reaper.joinable()) reaper.join();
+    // What a worker could not take (a lane no worker serves cannot exist: submit checks) is
+    // failed, so that no future is left waiting.
+    std::vector<Ptr> left;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto& lane : lanes) {
+        for (auto& lv : lane.levels) {
+          for (auto* c : {&lv.fifo}) {
+            for (auto& r : *c)
+              if (detail::live(r)) left.push_back(r);
+          }
+          for (auto& r : lv.heap)
+            if (detail::live(r)) left.push_back(r);
+        }
+      }
+      lanes.clear();
+      depth = 0;
+    }
+    for (auto& r : left) {
+      counters.failed.fetch_add(1, std::memory_order_relaxed);
+      detail::fulfil(*r, RequestStatus::failed, {}, std::make_exception_ptr(QueueClosedError("BatchQueue: closed before the request ran")));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+std::vector<Replica> one(std::shared_ptr<const nn::Module> m, std::shared_ptr<CompiledModule> c) {
+  Replica r;
+  r.module = std::move(m);
+  r.compiled = std::move(c);
+  return {r};
+}
+
+void check_options(const BatchOptions& o) {
+  auto bad = [](const std::string& why) { throw InvalidArgument("BatchQueue: " + why); };
+  if (o.max_batch_size < 1 || o.max_batch_size > (1 << 20)) bad("max_batch_size must be 1 .. 1048576, got " + std::to_string(o.max_batch_size));
+  if (o.max_delay.count() < 0) bad("max_delay must not be negative");
+  if (o.num_workers < 1 || o.num_workers > 64) bad("num_workers must be 1 .. 64, got " + std::to_string(o.num_workers));
+  if (o.full_timeout.count() < 0) bad("full_timeout must not be negative");
+  if (o.default_timeout.count() < 0) bad("default_timeout must not be negative");
+  if (o.pipeline_depth < 1 || o.pipeline_depth > 16) bad("pipeline_depth must be 1 .. 16, got " + std::to_string(o.pipeline_depth));
+  for (std::size_t i = 0; i < o.length_buckets.size(); ++i) {
+    if (o.length_buckets[i] < 1 || (i > 0 && o.length_buckets[i] <= o.length_buckets[i - 1])) {
+      bad("length_buckets must be positive and ascending");
+    }
+  }
+  if (o.output_device) check_device(*o.output_device);
+}
+
+}  // namespace
+
+BatchQueue::BatchQueue(std::shared_ptr<const nn::Module> module, const BatchOptions& options)
+    : BatchQueue(one(std::move(module), nullptr), options) {}
+
+BatchQueue::BatchQueue(std::shared_ptr<CompiledModule> compiled, const BatchOptions& options)
+    : BatchQueue(one(nullptr, std::move(compiled)), options) {}
+
+BatchQueue::BatchQueue(std::vector<Replica> replicas, const BatchOptions& options) : core_(std::make_shared<Core>()) {
+  check_options(options);
+  Core& c = *core_;
+  c.options = options;
+  if (replicas.empty()) throw InvalidArgument("BatchQueue: no replica given");
+  const nn::Module* first = nullptr;
+  for (std::size_t i = 0; i < replicas.size(); ++i) {
+    Replica& r = replicas[i];
+    const std::string which = "BatchQueue: replica " + std::to_string(i);
+    if (!r.module && !r.compiled) throw InvalidArgument(which + " has neither a module nor a compiled module");
+    const nn::Module& m = r.compiled ? r.compiled->module() : *r.module;
+    if (!m.loaded()) throw InvalidArgument(which + " (" + std::string(m.name()) + ") is not loaded (load_state_dict first)");
+    if (r.workers < 0 || r.workers > 64) throw InvalidArgument(which + ": workers must be 0 .. 64");
+    if (!first) {
+      first = &m;
+      c.spec = m.input_spec();
+      c.dtype = m.dtype();
+      if (!c.spec.batchable) {
+        throw InvalidArgument("BatchQueue: " + std::string(m.name()) + " does not batch along dimension 0 (batch_first=false?)");
+      }
+    } else if (m.name() != first->name() || m.dtype() != first->dtype() || m.parameters() != first->parameters()) {
+      throw InvalidArgument(which + " is not the same model as replica 0 (" + std::string(m.name()) + " in " +
+                            std::string(dtype_name(m.dtype())) + " against " + std::string(first->name()) + " in " +
+                            std::string(dtype_name(first->dtype())) + ")");
+    }
+    if (options.output_device && options.output_device->kind != DeviceKind::cpu && *options.output_device != m.device()) {
+      throw InvalidArgument("BatchQueue: output_device " + options.output_device->str() + " is neither the host nor " +
+                            which + "'s device " + m.device().str());
+    }
+    std::shared_ptr<CompiledModule> compiled = r.compiled;
+    if (!compiled && options.graph) {
+      GraphOptions g;
+      g.batch_buckets = true;
+      g.max_bucket = options.max_batch_size;
+      compiled = compile(r.module, g);
+    }
+    const int n = r.workers > 0 ? r.workers : options.num_workers;
+    for (int w = 0; w < n; ++w) c.specs.push_back({r.module, compiled, m.device()});
+    if (std::find(c.devices.begin(), c.devices.end(), m.device()) == c.devices.end()) c.devices.push_back(m.device());
+  }
+  c.start();
+}
+
+BatchQueue::~BatchQueue() {
+  try {
+    close();
+  } catch (...) {
+  }
+}
+
+BatchFuture BatchQueue::submit(nn::Input in, const SubmitOptions& options) { return core_->submit(std::move(in), options); }
+
+void BatchQueue::close() { core_->close(); }
+
+bool BatchQueue::closed() const { return core_->closed_flag.load(); }
+
+const BatchOptions& BatchQueue::options() const { return core_->options; }
+
+BatchQueueMetrics BatchQueue::metrics() const {
+  const Core& c = *core_;
+  BatchQueueMetrics m;
+  m.submitted = c.counters.submitted.load(std::memory_order_relaxed);
+  m.rejected = c.counters.rejected.load(std::memory_order_relaxed);
+  m.completed = c.counters.completed.load(std::memory_order_relaxed);
+  m.failed = c.counters.failed.load(std::memory_order_relaxed);
+  m.timed_out = c.counters.timed_out.load(std::memory_order_relaxed);
+  m.cancelled = c.counters.cancelled.load(std::memory_order_relaxed);
+  m.batches = c.counters.batches.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(core_->mu);
+    m.queue_depth = c.depth;
+  }
+  for (const auto& w : c.workers) m.worker_batches.push_back(w->batches());
+  m.request_us = c.counters.request_us.snapshot();
+  m.queue_us = c.counters.queue_us.snapshot();
+  m.compute_us = c.counters.compute_us.snapshot();
+  m.batch_size = c.counters.batch_size.snapshot();
+  return m;
+}
+
+std::string BatchQueue::metrics_text() const { return detail::prometheus_text(metrics(), core_->options.name); }
+
+bool BatchFuture::cancel() const {
+  auto& s = const_cast<detail::RequestState&>(state());
+  if (s.current() != RequestStatus::queued) return false;
+  auto q = s.queue.lock();
+  return q && q->cancel(s);
+}
+
+}  // namespace streampool

@@ -1,0 +1,56 @@
+#pragma once
+// One BatchQueue request: what the caller gave, where it waits, and its result. Internal.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "streampool/batch_future.h"
+#include "streampool/batch_queue.h"
+
+namespace streampool::detail {
+
+using Clock = std::chrono::steady_clock;
+
+struct Lane;
+
+struct RequestState {
+  // ---- written by submit() before the request is published, then read-only ----
+  nn::Input in;                       // released when the request completes
+  std::int64_t rows = 0, len = 0;     // len: along the spec's seq_dim (0 without one)
+  std::optional<Stream> producer;     // the submitter's stream of a device-resident x
+  std::vector<std::uint8_t> padded;   // host copy of the request's mask (true = padded), rows * len; empty: none
+  Device result_device;
+  Clock::time_point arrival;
+  Clock::time_point deadline = Clock::time_point::max();
+  int priority = 0;
+  std::uint64_t seq = 0;
+  std::weak_ptr<BatchQueue::Core> queue;  // cancel() reaches the queue through it
+
+  // ---- guarded by the queue's mutex while `status` is queued ----
+  Lane* lane = nullptr;
+
+  // status: queued -> running (a worker took it, under the queue's mutex) -> done | failed;
+  // queued -> cancelled | timed_out (under the queue's mutex). Terminal states are set by
+  // fulfil() only, after the result or the error is written.
+  std::atomic<int> status{static_cast<int>(RequestStatus::queued)};
+  std::atomic<std::uint32_t> ready{0};  // 1 once result / error are written (release)
+  nn::Output result;                    // written once, before ready
+  std::exception_ptr error;             // written once, before ready
+
+  std::mutex callback_mu;  // guards callback, callback_set and the ready transition for on_ready
+  std::function<void()> callback;
+  bool callback_set = false;
+
+  RequestStatus current() const { return static_cast<RequestStatus>(status.load(std::memory_order_acquire)); }
+};
+
+// Sets the outcome, wakes waiters, runs the callback. Once per request.
+void fulfil(RequestState& r, RequestStatus final_status, nn::Output result, std::exception_ptr error);
+
+}  // namespace streampool::detail
