@@ -3,8 +3,10 @@
 # libraries it needs in .device/lib and the anchor sources in .device/anchors:
 #   scripts/device_run.sh tests    CUDA tests, golden cases in three dtypes, kernel bandwidth
 #   scripts/device_run.sh bench    libtorch anchor and streampool bench in the same call
+#   scripts/device_run.sh batched  PyTorch's batch ceiling, Hugging Face BERT and the batched bench
 # Narrowing: SUITES (test binaries), GOLDEN_DTYPES, MODELS (anchor), BENCH_MODELS, DTYPES,
-# BENCH_MODES (direct,graph), ANCHOR_MODES (eager,graph), DUR (anchor seconds per point).
+# BENCH_MODES (direct,graph), ANCHOR_MODES (eager,graph), DUR (anchor seconds per point);
+# batched: BATCH_THREADS (client counts), BATCH_FLAGS (extra bench flags), BATCH_CASES.
 # Results go to $OUT (or /tmp/streampool-device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,19 @@ case "${1:-tests}" in
       "$B/tools/streampool" bench --device cuda --dtype "$dt" --modes "${BENCH_MODES:-direct}" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
         --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
         2>/tmp/bench_$dt.err
+    done
+    ;;
+  batched)
+    DUR=${DUR:-0.5} timeout 300 python3 .device/anchors/torch_batch_ceiling.py >"$OUT/anchor_batch_ceiling.jsonl" 2>/tmp/ceiling.err
+    echo "ceiling: exit $?"; cat "$OUT/anchor_batch_ceiling.jsonl"
+    DUR=${DUR:-0.5} timeout 300 python3 .device/anchors/hf_bert_batch.py >"$OUT/anchor_hf_bert.jsonl" 2>/tmp/hf.err
+    echo "hf bert: exit $?"; grep -E '"batch": (128|512)' "$OUT/anchor_hf_bert.jsonl"
+    # model:dtype:inflight per case
+    for c in ${BATCH_CASES:-mlp:float32:256 encoder:float16:256 bert-minilm:float16:512}; do
+      IFS=: read -r m dt n <<<"$c"
+      "$B/tools/streampool" bench --device cuda --dtype "$dt" --modes batched --models "$m" --inflight "$n" \
+        --threads "${BATCH_THREADS:-16}" ${BATCH_FLAGS:-} --json "$OUT/batched_${m}_${dt}.jsonl" 2>>"$OUT/batched.err"
+      echo "bench $m $dt: exit $?"
     done
     ;;
 esac

@@ -22,6 +22,8 @@
 #include "commands.h"
 #include "streampool/streampool.h"
 #include "svg_plot.h"
+#include "bench_batched.h"
+#include "bench_result.h"
 #include "workloads.h"
 
 namespace streampool::tools {
@@ -35,6 +37,11 @@ struct Options {
   std::string device, models = "mlp,encoder,linear4096,conv1d,bert-minilm", modes = "direct", threads, dtype = "float32";
   std::optional<double> duration;  // unset: the device's default
   int inflight = 256;
+  std::optional<std::int64_t> max_batch;
+  std::optional<int> workers;
+  std::int64_t max_delay_us = 0;
+  bool batched_graph = false;
+  std::string length_buckets, lengths;
   std::string json_path, plot_path, compare_path;
 };
 
@@ -46,35 +53,6 @@ std::vector<std::string> split(const std::string& s) {
     if (!item.empty()) out.push_back(item);
   return out;
 }
-
-double rss_mb() {
-  std::ifstream f("/proc/self/statm");
-  long pages = 0, resident = 0;
-  f >> pages >> resident;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1e6;
-}
-
-double peak_rss_mb() {
-  struct rusage u {};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1e3;
-}
-
-struct Result {
-  std::string model, dtype, mode;
-  int threads = 0;
-  std::size_t reqs = 0;
-  double rps = 0, p50 = 0, p99 = 0, max_err = 0, efficiency = -1;
-  std::int64_t graph_captures = -1, graph_eager = -1;  // graph mode: the compiled module's counters so far
-  double dev_peak_mb = 0, host_peak_mb = 0, dev_growth_mb = 0, host_growth_mb = 0;
-  bool ok = true;
-  std::string error;
-  std::map<std::string, double> ratios;  // vs other runs, by their impl / anchor name
-};
-
-// Tolerance for "same as the single-thread reference": kernels are deterministic, so outputs
-// should be identical; a little slack absorbs nothing but genuine corruption.
-double tolerance(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
 
 // One request: the module's forward (direct mode), or the compiled module's (graph mode).
 Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const Device& dev, DType dt, int threads,
@@ -182,6 +160,17 @@ json to_json(const Result& r, const Device& dev) {
             {"device", dev.str()}, {"mem_peak_mb", r.dev_peak_mb}, {"mem_growth_mb", r.dev_growth_mb},
             {"host_peak_mb", r.host_peak_mb}, {"host_growth_mb", r.host_growth_mb}, {"ok", r.ok}};
   if (r.efficiency >= 0) j["efficiency"] = r.efficiency;
+  if (!r.loop.empty()) {
+    j["loop"] = r.loop;
+    j["inflight"] = r.inflight;
+    j["workers"] = r.workers;
+    j["max_batch"] = r.max_batch;
+    j["batch_mean"] = r.batch_mean;
+    j["queue_p50_ms"] = r.queue_p50;
+    j["queue_p99_ms"] = r.queue_p99;
+    j["compute_p50_ms"] = r.compute_p50;
+    j["compute_p99_ms"] = r.compute_p99;
+  }
   if (r.graph_captures >= 0) {
     j["graph_captures"] = r.graph_captures;
     j["graph_eager_calls"] = r.graph_eager;  // > 0: the module could not be captured and ran eagerly
@@ -240,11 +229,17 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N (default: the first usable GPU, else the CPU)");
   cmd->add_option("--models", o->models, "Comma-separated: mlp,encoder,linear4096,conv1d,bert-minilm");
-  cmd->add_option("--modes", o->modes, "Comma-separated modes: direct (each request runs the module), graph (each request replays a captured graph; batched lands with the BatchQueue)");
+  cmd->add_option("--modes", o->modes, "Comma-separated modes: direct (each request runs the module), graph (each request replays a captured graph), batched (client threads submit to a BatchQueue, closed and open loop)");
   cmd->add_option("--threads", o->threads, "Comma-separated thread counts (default 1,2,4,8,16,31; CPU 1,2,4,8)");
   cmd->add_option("--dtype", o->dtype, "float32, float16 or bfloat16");
   cmd->add_option("--duration", o->duration, "Seconds timed per configuration (default 0.6 on a GPU, 0.3 on the CPU)");
-  cmd->add_option("--inflight", o->inflight, "Requests in flight in the batched open loop (batched mode)");
+  cmd->add_option("--inflight", o->inflight, "Requests in flight in total in the batched open loop (batched mode)");
+  cmd->add_option("--max-batch", o->max_batch, "Batched mode: the queue's max_batch_size (default 256 on a GPU, 32 on the CPU)");
+  cmd->add_option("--workers", o->workers, "Batched mode: queue workers (default 2 on a GPU, 1 on the CPU)");
+  cmd->add_option("--max-delay-us", o->max_delay_us, "Batched mode: the queue's max_delay in microseconds (default 0)");
+  cmd->add_flag("--batched-graph", o->batched_graph, "Batched mode: workers replay captured graphs per batch-size bucket");
+  cmd->add_option("--length-buckets", o->length_buckets, "Batched mode: comma-separated length buckets (encoder, bert-minilm)");
+  cmd->add_option("--lengths", o->lengths, "Batched mode: MIN:MAX request lengths, mixed (default 16:128 for bert-minilm, else each workload's own)");
   cmd->add_option("--json", o->json_path, "Write one JSON object per configuration to this file");
   cmd->add_option("--plot", o->plot_path, "Write an SVG plot of throughput and p99 against threads");
   cmd->add_option("--compare", o->compare_path, "JSON lines of another run or an anchor: adds the ratio against it");
@@ -297,13 +292,45 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                             " threads, more streams, or the share policy");
     }
     for (const auto& m : modes) {
-      if (m == "batched") throw InvalidArgument("--modes: 'batched' is not available yet (it lands with the BatchQueue)");
-      if (m != "direct" && m != "graph") throw InvalidArgument("--modes: '" + m + "' is not direct, graph or batched");
+      if (m != "direct" && m != "graph" && m != "batched") throw InvalidArgument("--modes: '" + m + "' is not direct, graph or batched");
     }
     for (const auto& m : models) {
       if (std::find(bench::workload_names().begin(), bench::workload_names().end(), m) == bench::workload_names().end()) {
         throw InvalidArgument("--models: unknown workload '" + m + "'");
       }
+    }
+    BatchedConfig bc;
+    bc.duration = duration;
+    bc.max_batch = o->max_batch ? *o->max_batch : (cpu ? 32 : 256);
+    bc.workers = o->workers ? *o->workers : (cpu ? 1 : 2);
+    bc.max_delay_us = o->max_delay_us;
+    bc.graph = o->batched_graph;
+    bc.inflight = o->inflight;
+    if (bc.max_batch < 1 || bc.max_batch > (1 << 20)) throw InvalidArgument("--max-batch: " + std::to_string(bc.max_batch) + " is not from 1 to 1048576");
+    if (bc.workers < 1 || bc.workers > 64) throw InvalidArgument("--workers: " + std::to_string(bc.workers) + " is not from 1 to 64");
+    if (bc.max_delay_us < 0 || bc.max_delay_us > 10000000) throw InvalidArgument("--max-delay-us: " + std::to_string(bc.max_delay_us) + " is not from 0 to 10000000");
+    for (const auto& b : split(o->length_buckets)) {
+      std::int64_t v = 0;
+      try {
+        v = std::stoll(b);
+      } catch (const std::exception&) {
+      }
+      if (v < 1 || (!bc.length_buckets.empty() && v <= bc.length_buckets.back())) {
+        throw InvalidArgument("--length-buckets: '" + o->length_buckets + "' is not a list of ascending positive lengths");
+      }
+      bc.length_buckets.push_back(v);
+    }
+    std::int64_t min_len = 0, max_len = 0;
+    if (!o->lengths.empty()) {
+      const auto colon = o->lengths.find(':');
+      try {
+        if (colon == std::string::npos) throw InvalidArgument("");
+        min_len = std::stoll(o->lengths.substr(0, colon));
+        max_len = std::stoll(o->lengths.substr(colon + 1));
+      } catch (const std::exception&) {
+        min_len = max_len = 0;
+      }
+      if (min_len < 1 || max_len < min_len) throw InvalidArgument("--lengths: '" + o->lengths + "' is not MIN:MAX with 1 <= MIN <= MAX");
     }
     const auto refs = load_compare(o->compare_path);
     std::ofstream json_out;
@@ -320,6 +347,35 @@ void add_bench_command(CLI::App& app, int* exit_code) {
         // One compiled module per workload: its instances (per stream) persist across thread counts.
         std::shared_ptr<CompiledModule> compiled = mode == "graph" ? compile(w.model) : nullptr;
         double single = 0;
+        if (mode == "batched") {
+          BatchedConfig cfg = bc;
+          const bool seq = w.ids || w.shape.size() >= 3;
+          if (max_len > 0 && seq) {
+            cfg.min_len = min_len;
+            cfg.max_len = std::min<std::int64_t>(max_len, w.shape[1]);
+          } else if (w.ids) {
+            cfg.min_len = std::min<std::int64_t>(16, w.shape[1]);
+            cfg.max_len = w.shape[1];
+          }
+          for (int t : thread_counts) {
+            for (bool open : {false, true}) {
+              std::fprintf(stderr, "\r[%zu/%zu] %-12s %-8s batched %-6s clients %-3d ...        ", results.size() + 1,
+                           total * 2, model.c_str(), o->dtype.c_str(), open ? "open" : "closed", t);
+              std::fflush(stderr);
+              cfg.clients = t;
+              cfg.open = open;
+              Result r = run_batched(w, cfg);
+              for (const auto& ref : refs) {
+                if (ref.model == r.model && ref.dtype == r.dtype && ref.mode == r.mode && ref.threads == t && ref.rps > 0) {
+                  r.ratios[ref.name] = r.rps / ref.rps;
+                }
+              }
+              if (json_out) json_out << to_json(r, dev).dump() << "\n" << std::flush;
+              results.push_back(r);
+            }
+          }
+          continue;
+        }
         for (int t : thread_counts) {
           std::fprintf(stderr, "\r[%zu/%zu] %-12s %-8s %-6s threads %-3d ...        ", results.size() + 1, total,
                        model.c_str(), o->dtype.c_str(), mode.c_str(), t);
@@ -356,13 +412,18 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       failed |= !r.ok;
       // Efficiency needs the one-thread figure of the same run: blank without it.
       const std::string eff = r.efficiency >= 0 ? std::to_string(static_cast<int>(std::lround(r.efficiency * 100))) + "%" : "-";
+      const std::string mode = r.loop.empty() ? r.mode : (r.loop == "open" ? "b-open" : "b-clsd");
       std::printf("%-12s %-8s %-6s %4d %11.0f %9.4f %9.4f %6s %9.2g %9.1f %9.1f %9.2f", r.model.c_str(),
-                  r.dtype.c_str(), r.mode.c_str(), r.threads, r.rps, r.p50, r.p99, eff.c_str(), r.max_err,
+                  r.dtype.c_str(), mode.c_str(), r.threads, r.rps, r.p50, r.p99, eff.c_str(), r.max_err,
                   r.dev_peak_mb, r.host_peak_mb, r.dev_growth_mb);
       for (const auto& n : ref_names) {
         auto it = r.ratios.find(n);
         if (it == r.ratios.end()) std::printf(" %14s", "-");
         else std::printf(" %13.2fx", it->second);
+      }
+      if (!r.loop.empty()) {
+        std::printf("  inflight %d batch %.1f queue p99 %.3f ms compute p99 %.3f ms", r.inflight, r.batch_mean, r.queue_p99,
+                    r.compute_p99);
       }
       if (!r.ok) std::printf("  FAILED: %s", r.error.c_str());
       std::printf("\n");

@@ -34,18 +34,17 @@ void gather_host(const BatchPlan& plan, std::int64_t seq_dim, void* x, std::uint
   const std::size_t es = dtype_size(first.dtype());
   // Bytes of one position along seq_dim (everything after it), or of one row without one.
   std::int64_t inner = 1;
-  const std::int64_t from = seq_dim >= 1 ? seq_dim + 1 : 1;
+  const std::int64_t from = seq_dim == 1 ? 2 : 1;
   for (std::int64_t d = from; d < first.dim(); ++d) inner *= first.size(d);
   const std::size_t pos_bytes = static_cast<std::size_t>(inner) * es;
   char* dst = static_cast<char*>(x);
   for (std::size_t i = 0; i < plan.reqs.size(); ++i) {
     const RequestState& r = *plan.reqs[i];
     const char* src = static_cast<const char*>(r.in.x.data_ptr());
-    if (seq_dim < 1) {
+    if (seq_dim != 1) {  // equal lengths (only padding modules batch unequal ones, along dimension 1)
       std::memcpy(dst + static_cast<std::size_t>(plan.offsets[i]) * pos_bytes, src, static_cast<std::size_t>(r.rows) * pos_bytes);
       continue;
     }
-    // seq_dim is 1 whenever lengths differ (only padding modules batch unequal lengths).
     for (std::int64_t row = 0; row < r.rows; ++row) {
       char* d = dst + static_cast<std::size_t>((plan.offsets[i] + row) * plan.len) * pos_bytes;
       const std::size_t real = static_cast<std::size_t>(r.len) * pos_bytes;

@@ -21,7 +21,8 @@ struct BatchPlan {
   bool host = true;             // the requests' tensors are on the host
 };
 
-// Host gather: writes the batch's x (rows, [len,] inner...) with zero padding, the mask
+// Host gather: writes the batch's x (rows, [len,] inner...) with zero padding along dimension 1
+// (seq_dim 1; with another seq_dim every request of the batch has the same length), the mask
 // (rows, len) and the token types (rows, len) into the given buffers (mask / types may be null
 // when the plan has none). Request tensors must be host-resident, contiguous and ready.
 void gather_host(const BatchPlan& plan, std::int64_t seq_dim, void* x, std::uint8_t* mask, std::int64_t* types);

@@ -586,6 +586,31 @@ TEST_P(BatchQueueTest, LengthBucketsKeepShortRequestsTogether) {
   EXPECT_THROW(q.submit(host_input({1, 65, 32}, 1)), InvalidArgument);  // above the largest bucket
 }
 
+// Conv1d cannot pad (the next layer would see the padding): requests of different lengths
+// batch only with their own length, and each gets its own result.
+TEST_P(BatchQueueTest, ConvRequestsBatchOnlyWithTheirOwnLength) {
+  auto m = loaded("sequential",
+                  R"({"layers": [{"kind": "conv1d", "in_channels": 8, "out_channels": 16, "kernel_size": 5, "padding": 2},
+                                 {"kind": "relu"},
+                                 {"kind": "conv1d", "in_channels": 16, "out_channels": 4, "kernel_size": 3, "padding": 1}]})",
+                  device);
+  BatchOptions o;
+  o.max_batch_size = 16;
+  o.max_delay = 2ms;
+  BatchQueue q(m, o);
+  std::vector<BatchFuture> fs;
+  std::vector<std::vector<float>> ref;
+  for (int i = 0; i < 24; ++i) {
+    Tensor x = host_input({1 + i % 2, 8, 20 + 7 * (i % 3)}, 1200 + static_cast<std::uint64_t>(i));
+    ref.push_back(m->forward(nn::Input(x.to(device))).y.to_float_vector());
+    fs.push_back(q.submit(x));
+  }
+  for (std::size_t i = 0; i < fs.size(); ++i) EXPECT_LE(max_diff(fs[i].get().y.to_float_vector(), ref[i]), tol(DType::float32)) << i;
+  const BatchQueueMetrics mt = q.metrics();
+  EXPECT_GE(mt.batches, 3u) << "lengths were mixed in one batch";
+  EXPECT_LT(mt.batches, 24u) << "no request was batched with another";
+}
+
 // 64 client threads x 1,000 requests, each with its own input and expected output: no result
 // lost, duplicated or swapped.
 TEST_P(BatchQueueTest, SixtyFourClientsEachRequestItsOwnResult) {
