@@ -38,6 +38,7 @@ struct Options {
   std::optional<double> duration;  // unset: the device's default
   int inflight = 256;
   std::optional<std::int64_t> max_batch;
+  std::int64_t batch = 1;
   std::optional<int> workers;
   std::int64_t max_delay_us = 0;
   bool batched_graph = false;
@@ -160,6 +161,7 @@ json to_json(const Result& r, const Device& dev) {
             {"device", dev.str()}, {"mem_peak_mb", r.dev_peak_mb}, {"mem_growth_mb", r.dev_growth_mb},
             {"host_peak_mb", r.host_peak_mb}, {"host_growth_mb", r.host_growth_mb}, {"ok", r.ok}};
   if (r.efficiency >= 0) j["efficiency"] = r.efficiency;
+  if (r.batch > 1) j["batch"] = r.batch;
   if (!r.loop.empty()) {
     j["loop"] = r.loop;
     j["inflight"] = r.inflight;
@@ -234,6 +236,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--dtype", o->dtype, "float32, float16 or bfloat16");
   cmd->add_option("--duration", o->duration, "Seconds timed per configuration (default 0.6 on a GPU, 0.3 on the CPU)");
   cmd->add_option("--inflight", o->inflight, "Requests in flight in total in the batched open loop (batched mode)");
+  cmd->add_option("--batch", o->batch, "Direct and graph modes: rows per request (default 1; rps counts requests, rows/s = rps x batch)");
   cmd->add_option("--max-batch", o->max_batch, "Batched mode: the queue's max_batch_size (default 256 on a GPU, 32 on the CPU)");
   cmd->add_option("--workers", o->workers, "Batched mode: queue workers (default 2 on a GPU, 1 on the CPU)");
   cmd->add_option("--max-delay-us", o->max_delay_us, "Batched mode: the queue's max_delay in microseconds (default 0)");
@@ -332,6 +335,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       }
       if (min_len < 1 || max_len < min_len) throw InvalidArgument("--lengths: '" + o->lengths + "' is not MIN:MAX with 1 <= MIN <= MAX");
     }
+    if (o->batch < 1 || o->batch > 65536) throw InvalidArgument("--batch: " + std::to_string(o->batch) + " is not from 1 to 65536");
     const auto refs = load_compare(o->compare_path);
     std::ofstream json_out;
     if (!o->json_path.empty()) {
@@ -343,19 +347,22 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     const std::size_t total = models.size() * modes.size() * thread_counts.size();
     for (const auto& model : models) {
       bench::Workload w = bench::make_workload(model, dev, dt);
+      const bench::Workload w_one = w;  // batched mode: batch-1 requests
+      if (w.shape.empty() || w.shape[0] < 1) throw Error("bench: workload " + model + " has no batch dimension");
+      w.shape[0] *= o->batch;
       for (const auto& mode : modes) {
         // One compiled module per workload: its instances (per stream) persist across thread counts.
         std::shared_ptr<CompiledModule> compiled = mode == "graph" ? compile(w.model) : nullptr;
         double single = 0;
         if (mode == "batched") {
           BatchedConfig cfg = bc;
-          const bool seq = w.ids || w.shape.size() >= 3;
+          const bool seq = w_one.ids || w_one.shape.size() >= 3;
           if (max_len > 0 && seq) {
             cfg.min_len = min_len;
-            cfg.max_len = std::min<std::int64_t>(max_len, w.shape[1]);
-          } else if (w.ids) {
-            cfg.min_len = std::min<std::int64_t>(16, w.shape[1]);
-            cfg.max_len = w.shape[1];
+            cfg.max_len = std::min<std::int64_t>(max_len, w_one.shape[1]);
+          } else if (w_one.ids) {
+            cfg.min_len = std::min<std::int64_t>(16, w_one.shape[1]);
+            cfg.max_len = w_one.shape[1];
           }
           for (int t : thread_counts) {
             for (bool open : {false, true}) {
@@ -364,7 +371,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
               std::fflush(stderr);
               cfg.clients = t;
               cfg.open = open;
-              Result r = run_batched(w, cfg);
+              Result r = run_batched(w_one, cfg);
               for (const auto& ref : refs) {
                 if (ref.model == r.model && ref.dtype == r.dtype && ref.mode == r.mode && ref.threads == t && ref.rps > 0) {
                   r.ratios[ref.name] = r.rps / ref.rps;
@@ -381,6 +388,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                        model.c_str(), o->dtype.c_str(), mode.c_str(), t);
           std::fflush(stderr);
           Result r = run_closed_loop(w, compiled.get(), dev, dt, t, duration);
+          r.batch = o->batch;
           if (compiled) {
             const GraphStats gs = compiled->stats();
             r.graph_captures = gs.captures;

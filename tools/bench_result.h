@@ -29,6 +29,7 @@ inline double peak_rss_mb() {
 struct Result {
   std::string model, dtype, mode;
   int threads = 0;
+  std::int64_t batch = 1;  // rows per request (direct, graph)
   std::size_t reqs = 0;
   double rps = 0, p50 = 0, p99 = 0, max_err = 0, efficiency = -1;
   std::int64_t graph_captures = -1, graph_eager = -1;  // graph mode: the compiled module's counters so far

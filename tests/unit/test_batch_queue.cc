@@ -740,7 +740,7 @@ TEST_P(BatchQueueTest, CpuAndCudaWorkersInOneQueue) {
   BatchOptions o;
   o.max_batch_size = 4;
   BatchQueue q(rs, o);
-  Case c = mlp_case(*on_cpu, 400, 5000);
+  Case c = mlp_case(*on_gpu, 400, 5000);  // expected from the GPU (mlp_case runs on `device`)
   std::vector<std::thread> ts;
   std::vector<double> err(8, 0);
   for (int t = 0; t < 8; ++t) {
