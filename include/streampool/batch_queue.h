@@ -20,8 +20,10 @@
 // Workers: each its own pool stream, num_workers per replica; replicas may sit on different
 // devices (a CPU worker and a CUDA worker in one queue), workers of one replica share its
 // weights. A worker forms and launches the next batch while the previous one runs (up to
-// pipeline_depth in flight); futures are fulfilled when their batch's event completes, never by
-// a device-wide synchronize. Host inputs (CPU tensors) go to any worker: a GPU worker copies the
+// pipeline_depth in flight) when the next one is full; a partial batch waits until the
+// worker's previous batch completes (continuous batching: under load batches grow rather than
+// the number of small launches). Futures are fulfilled when their batch's event completes,
+// never by a device-wide synchronize. Host inputs (CPU tensors) go to any worker: a GPU worker copies the
 // batch through page-locked memory and returns host results; inputs on a GPU stay with the
 // workers of that GPU. Results are views of one batch output (no copy per request).
 //

@@ -197,7 +197,12 @@ struct ThreadExitHook {
 };
 thread_local ThreadExitHook tls_exit_hook;
 
-bool is_main_thread() { return static_cast<pid_t>(::syscall(SYS_gettid)) == ::getpid(); }
+// Two system calls, so the answer is kept per thread (a thread's id never changes; a forked
+// child refuses device use before it gets here).
+bool is_main_thread() {
+  thread_local const bool main = static_cast<pid_t>(::syscall(SYS_gettid)) == ::getpid();
+  return main;
+}
 
 ThreadDeviceState& state_for(const Device& device) {
   return tls_state[static_cast<int>(device.kind)][device.index];

@@ -118,7 +118,6 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   DType dtype = DType::float32;  // the modules' parameter dtype (x's dtype unless spec.ids)
   std::vector<WorkerSpec> specs;
   std::vector<Device> devices;  // the workers' devices, distinct
-  pid_t pid = ::getpid();
   detail::QueueCounters counters;
 
   std::mutex mu;                  // guards lanes, depth, closed, next_seq, reaper_target
@@ -140,7 +139,7 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   BatchFuture submit(nn::Input in, const SubmitOptions& so);
   void check_request(RequestState& r) const;
   std::string lane_key(const RequestState& r) const;
-  bool next_batch(const Device& worker_device, detail::BatchPlan& plan);
+  bool next_batch(const Device& worker_device, const std::atomic<int>& in_flight, detail::BatchPlan& plan);
   bool cancel(RequestState& r);
   void reap();
   void close();
@@ -221,7 +220,7 @@ class BatchQueue::Core::Worker {
   void launch_loop() {
     for (;;) {
       auto plan = std::make_shared<detail::BatchPlan>();
-      if (!core_.next_batch(spec_.device, *plan)) break;
+      if (!core_.next_batch(spec_.device, in_flight_, *plan)) break;
       Slot* slot = take_slot();
       Flight f;
       f.plan = std::move(plan);
@@ -233,6 +232,7 @@ class BatchQueue::Core::Worker {
       } catch (...) {
         f.error = std::current_exception();
       }
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
       push(std::move(f));
     }
     Flight last;
@@ -333,6 +333,11 @@ class BatchQueue::Core::Worker {
       if (f.stop) break;
       complete(f);
       give_slot(f.slot);
+      in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      {
+        std::lock_guard<std::mutex> lock(core_.mu);  // a launcher waiting for this batch checked under it
+      }
+      core_.work_cv.notify_all();
     }
   }
 
@@ -442,6 +447,7 @@ class BatchQueue::Core::Worker {
   std::deque<Flight> flights_;  // launched, in launch order
   std::vector<Slot*> free_;
   std::atomic<std::uint64_t> batches_{0};
+  std::atomic<int> in_flight_{0};  // batches launched and not yet completed (next_batch reads it under core_.mu)
   std::atomic<std::uint32_t> current_stream_id_{kNoStream};  // the launcher's stream, for the completer
   std::thread launcher_, completer_;
 };
@@ -581,7 +587,8 @@ std::string BatchQueue::Core::lane_key(const RequestState& r) const {
 }
 
 BatchFuture BatchQueue::Core::submit(nn::Input in, const SubmitOptions& so) {
-  if (::getpid() != pid || detail::g_in_forked_child.load(std::memory_order_relaxed)) {
+  // The fork handler is installed (the modules' loading used a device): it marks every child.
+  if (detail::g_in_forked_child.load(std::memory_order_relaxed)) {
     throw QueueClosedError("BatchQueue::submit: this queue belongs to the parent process (its workers do not exist in a "
                            "forked child); make a queue in the child, or start children with spawn or exec");
   }
@@ -685,7 +692,7 @@ void BatchQueue::Core::expire(const Ptr& r, Clock::time_point now) {
   detail::fulfil(*r, RequestStatus::timed_out, {}, std::make_exception_ptr(TimeoutError(m.str())));
 }
 
-bool BatchQueue::Core::next_batch(const Device& worker_device, detail::BatchPlan& plan) {
+bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic<int>& in_flight, detail::BatchPlan& plan) {
   std::vector<Ptr> expired;
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
@@ -709,6 +716,14 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, detail::BatchPlan
     if (!closed && options.max_delay.count() > 0 && best->rows < options.max_batch_size &&
         now < head->arrival + options.max_delay) {
       work_cv.wait_until(lock, head->arrival + options.max_delay);
+      continue;
+    }
+    // Continuous batching: while this worker's last batch still runs, a new one would only
+    // queue behind it on the same stream; wait until it completes (the completer notifies under
+    // `mu`) or the lane fills a whole batch. Under load the batches grow instead of the count
+    // of small launches.
+    if (!closed && best->rows < options.max_batch_size && in_flight.load(std::memory_order_acquire) > 0) {
+      work_cv.wait(lock);
       continue;
     }
     plan = detail::BatchPlan();
