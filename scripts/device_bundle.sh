@@ -10,6 +10,6 @@ for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libbenchmark.so.1deb
   cp -L "/usr/lib/x86_64-linux-gnu/$l" .device/stage/.device/lib/
 done
 files=(build/default/libstreampool.so* build/default/tools/streampool build/default/tests/streampool_*_tests
-       build/default/tests/streampool_test_helper build/default/benchmarks/streampool_kernel_bench)
+       build/default/tests/streampool_test_helper build/default/benchmarks/streampool_kernel_bench build/default/benchmarks/streampool_encoder_ops_bench)
 tar cJf .device/bundle.tar.xz "${files[@]}" -C .device/stage .device/lib
 du -h .device/bundle.tar.xz
