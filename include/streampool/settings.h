@@ -33,6 +33,7 @@ struct Settings {
   bool allow_tf32 = false;                // STREAMPOOL_ALLOW_TF32=1: float32 GEMMs may use TF32 on CUDA
   GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never
   int graph_cache_size = 64;              // STREAMPOOL_GRAPH_CACHE_SIZE: input signatures kept per compiled module
+  int wait_spin_us = 50;                  // STREAMPOOL_WAIT_SPIN_US: a BatchFuture wait spins this long, then sleeps
 };
 
 const Settings& settings();

@@ -20,6 +20,7 @@ constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";
 constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
 constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
 constexpr const char* kGraphCacheVar = "STREAMPOOL_GRAPH_CACHE_SIZE";
+constexpr const char* kWaitSpinVar = "STREAMPOOL_WAIT_SPIN_US";
 
 bool parse_flag(const char* var, const char* v) {
   std::string t(v);
@@ -69,6 +70,13 @@ Settings load() {
       throw ConfigError(std::string(kGraphCacheVar) + "='" + v + "' is not an integer from 1 to 1048576");
     }
     s.graph_cache_size = static_cast<int>(n);
+  }
+  if (const char* v = env(kWaitSpinVar)) {
+    long long n = 0;
+    if (!parse_int(v, 0, 1000000, n)) {
+      throw ConfigError(std::string(kWaitSpinVar) + "='" + v + "' is not an integer from 0 to 1000000 (microseconds)");
+    }
+    s.wait_spin_us = static_cast<int>(n);
   }
   return s;
 }
@@ -211,6 +219,8 @@ std::vector<SettingReport> settings_report() {
        "compiled modules: auto (capture, else eager with a warning) | always (capture or fail) | never (eager)"},
       {kGraphCacheVar, std::to_string(s.graph_cache_size), env(kGraphCacheVar) != nullptr,
        "input signatures a compiled module keeps graphs for (least recently used evicted)"},
+      {kWaitSpinVar, std::to_string(s.wait_spin_us), env(kWaitSpinVar) != nullptr,
+       "microseconds a BatchFuture wait spins before it sleeps (0: sleep at once)"},
   };
 }
 

@@ -70,11 +70,4 @@ void gather_host(const BatchPlan& plan, std::int64_t seq_dim, void* x, std::uint
   }
 }
 
-Tensor request_rows(const Tensor& t, const BatchPlan& plan, std::size_t i, bool trim) {
-  const RequestState& r = *plan.reqs[i];
-  Tensor v = t.slice(0, plan.offsets[i], plan.offsets[i] + r.rows);
-  if (trim && v.dim() >= 2 && v.size(1) == plan.len && r.len < plan.len) v = v.slice(1, 0, r.len);
-  return v;
-}
-
 }  // namespace streampool::detail

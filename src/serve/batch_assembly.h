@@ -33,8 +33,5 @@ void gather_mask(const BatchPlan& plan, std::uint8_t* mask);
 // x's shape for the batch: the first request's with rows and (seq_dim) len substituted.
 Shape batch_shape(const BatchPlan& plan, std::int64_t seq_dim);
 
-// Request i's rows of a batch output `t` ((rows, ...)); trimmed back to its own length along
-// dimension 1 where the batch was padded and `t` has that dimension.
-Tensor request_rows(const Tensor& t, const BatchPlan& plan, std::size_t i, bool trim);
 
 }  // namespace streampool::detail

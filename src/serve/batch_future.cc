@@ -3,6 +3,7 @@
 #include "serve/request_state.h"
 #include "core/runtime.h"
 #include "streampool/error.h"
+#include "streampool/settings.h"
 
 namespace streampool {
 
@@ -20,8 +21,10 @@ const char* to_string(RequestStatus s) {
 
 namespace detail {
 
-void fulfil(RequestState& r, RequestStatus final_status, nn::Output result, std::exception_ptr error) {
-  r.result = std::move(result);
+void fulfil(RequestState& r, RequestStatus final_status, std::shared_ptr<const BatchOutput> batch, std::int64_t row0,
+            std::exception_ptr error) {
+  r.batch = std::move(batch);
+  r.row0 = row0;
   r.error = std::move(error);
   r.in = nn::Input();  // the inputs' memory may go now: the batch that read them has completed
   r.status.store(static_cast<int>(final_status), std::memory_order_release);
@@ -42,6 +45,18 @@ void fulfil(RequestState& r, RequestStatus final_status, nn::Output result, std:
   }
 }
 
+nn::Output request_output(const RequestState& r) {
+  nn::Output mine;
+  auto rows = [&](const Tensor& t, bool trim) {
+    Tensor v = t.slice(0, r.row0, r.row0 + r.rows);
+    if (trim && v.dim() >= 2 && v.size(1) == r.batch->len && r.len < r.batch->len) v = v.slice(1, 0, r.len);
+    return v;
+  };
+  mine.y = rows(r.batch->out.y, r.batch->trim);
+  if (r.batch->out.pooled.defined()) mine.pooled = rows(r.batch->out.pooled, false);
+  return mine;
+}
+
 }  // namespace detail
 
 const detail::RequestState& BatchFuture::state() const {
@@ -55,10 +70,11 @@ RequestStatus BatchFuture::status() const { return state().current(); }
 
 void BatchFuture::wait() const {
   const auto& s = state();
-  // Spin up to kSpin first: a batch usually completes within tens of microseconds, and a
-  // sleeping waiter costs the completing thread a futex wake (microseconds each, serial there).
-  constexpr auto kSpin = std::chrono::microseconds(20);
-  const auto until = std::chrono::steady_clock::now() + kSpin;
+  // Spin first (STREAMPOOL_WAIT_SPIN_US): a batch usually completes within tens of
+  // microseconds, and a sleeping waiter costs the completing thread a futex wake (microseconds
+  // each, one after another there).
+  static const auto spin = std::chrono::microseconds(settings().wait_spin_us);
+  const auto until = std::chrono::steady_clock::now() + spin;
   for (int i = 1;; ++i) {
     if (s.ready.load(std::memory_order_acquire)) return;
     if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
@@ -86,16 +102,17 @@ nn::Output BatchFuture::get() const {
   wait();
   const auto& s = state();
   if (s.error) std::rethrow_exception(s.error);
+  nn::Output out = detail::request_output(s);
   // The result was made on a worker's stream. Mark the calling thread's current stream (if it
   // has one) as a user, so the memory is not reused while work this thread enqueues on it
   // later still reads it (Note [Stream-ordered reuse]).
-  for (const Tensor* t : {&s.result.y, &s.result.pooled}) {
+  for (const Tensor* t : {&out.y, &out.pooled}) {
     if (!t->defined()) continue;
     if (auto cur = detail::current_stream_if_set(t->device()); cur && *cur != t->allocation_stream()) {
       t->record_stream(*cur);
     }
   }
-  return s.result;
+  return out;
 }
 
 void BatchFuture::on_ready(std::function<void()> callback) const {

@@ -391,20 +391,18 @@ class BatchQueue::Core::Worker {
     core_.counters.batch_size.observe(static_cast<double>(p.rows));
     core_.counters.batches.fetch_add(1, std::memory_order_relaxed);
     batches_.fetch_add(1, std::memory_order_relaxed);
-    const bool trim = core_.spec.pad && core_.spec.seq_dim == 1;
+    std::shared_ptr<detail::BatchOutput> shared;
+    if (!error) {
+      shared = std::make_shared<detail::BatchOutput>();
+      shared->out = std::move(out);
+      shared->len = p.len;
+      shared->trim = core_.spec.pad && core_.spec.seq_dim == 1;
+    }
     // Counters first, so that a caller who got its result sees it counted.
     for (const auto& r : p.reqs) core_.counters.request_us.observe(detail::us_between(r->arrival, now));
     (error ? core_.counters.failed : core_.counters.completed).fetch_add(p.reqs.size(), std::memory_order_relaxed);
     for (std::size_t i = 0; i < p.reqs.size(); ++i) {
-      RequestState& r = *p.reqs[i];
-      if (error) {
-        detail::fulfil(r, RequestStatus::failed, {}, error);
-      } else {
-        nn::Output mine;
-        mine.y = detail::request_rows(out.y, p, i, trim);
-        if (out.pooled.defined()) mine.pooled = detail::request_rows(out.pooled, p, i, false);
-        detail::fulfil(r, RequestStatus::done, std::move(mine), nullptr);
-      }
+      detail::fulfil(*p.reqs[i], error ? RequestStatus::failed : RequestStatus::done, shared, p.offsets[i], error);
     }
   }
 
@@ -689,7 +687,7 @@ void BatchQueue::Core::expire(const Ptr& r, Clock::time_point now) {
     << " us ago, after " << detail::us_between(r->arrival, now) << " us in the queue; it was not run";
   counters.timed_out.fetch_add(1, std::memory_order_relaxed);
   counters.request_us.observe(detail::us_between(r->arrival, now));
-  detail::fulfil(*r, RequestStatus::timed_out, {}, std::make_exception_ptr(TimeoutError(m.str())));
+  detail::fulfil(*r, RequestStatus::timed_out, nullptr, 0, std::make_exception_ptr(TimeoutError(m.str())));
 }
 
 bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic<int>& in_flight, detail::BatchPlan& plan) {
@@ -783,7 +781,7 @@ bool BatchQueue::Core::cancel(RequestState& r) {
   }
   room_cv.notify_all();
   counters.cancelled.fetch_add(1, std::memory_order_relaxed);
-  detail::fulfil(r, RequestStatus::cancelled, {}, std::make_exception_ptr(CancelledError("BatchQueue: request cancelled")));
+  detail::fulfil(r, RequestStatus::cancelled, nullptr, 0, std::make_exception_ptr(CancelledError("BatchQueue: request cancelled")));
   return true;
 }
 
@@ -883,7 +881,7 @@ void BatchQueue::Core::close() {
     }
     for (auto& r : left) {
       counters.failed.fetch_add(1, std::memory_order_relaxed);
-      detail::fulfil(*r, RequestStatus::failed, {}, std::make_exception_ptr(QueueClosedError("BatchQueue: closed before the request ran")));
+      detail::fulfil(*r, RequestStatus::failed, nullptr, 0, std::make_exception_ptr(QueueClosedError("BatchQueue: closed before the request ran")));
     }
   });
 }

@@ -19,6 +19,13 @@ using Clock = std::chrono::steady_clock;
 
 struct Lane;
 
+// One batch's result as the requests share it.
+struct BatchOutput {
+  nn::Output out;
+  std::int64_t len = 0;  // the batch's padded length; rows shorter than it are trimmed back in get()
+  bool trim = false;
+};
+
 struct RequestState {
   // ---- written by submit() before the request is published, then read-only ----
   nn::Input in;                       // released when the request completes
@@ -39,9 +46,12 @@ struct RequestState {
   // queued -> cancelled | timed_out (under the queue's mutex). Terminal states are set by
   // fulfil() only, after the result or the error is written.
   std::atomic<int> status{static_cast<int>(RequestStatus::queued)};
-  std::atomic<std::uint32_t> ready{0};  // 1 once result / error are written (release)
-  nn::Output result;                    // written once, before ready
-  std::exception_ptr error;             // written once, before ready
+  std::atomic<std::uint32_t> ready{0};  // 1 once the outcome is written (release)
+  // The outcome, written once before `ready`: the batch's output and this request's place in it
+  // (get() makes the views on the caller's thread, so the completing thread does not), or the error.
+  std::shared_ptr<const BatchOutput> batch;
+  std::int64_t row0 = 0;
+  std::exception_ptr error;
 
   std::mutex callback_mu;  // guards callback, callback_set and the ready transition for on_ready
   std::function<void()> callback;
@@ -51,6 +61,9 @@ struct RequestState {
 };
 
 // Sets the outcome, wakes waiters, runs the callback. Once per request.
-void fulfil(RequestState& r, RequestStatus final_status, nn::Output result, std::exception_ptr error);
+void fulfil(RequestState& r, RequestStatus final_status, std::shared_ptr<const BatchOutput> batch, std::int64_t row0,
+            std::exception_ptr error);
+// The request's rows of its batch's output (views).
+nn::Output request_output(const RequestState& r);
 
 }  // namespace streampool::detail
