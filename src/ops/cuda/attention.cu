@@ -1,5 +1,16 @@
-// CUDA attention: one warp per query, key/value tiles of 32 shared by the block's warps,
-// online softmax; never writes a (Sq x Sk) matrix.
+// CUDA attention, online softmax, never writing a (Sq x Sk) matrix to memory. Two kernels:
+// - float16 / bfloat16 with a head dimension of 32, 64 or 128: tensor cores (WMMA). A block
+//   takes 64 queries of one (batch, head), a warp 16 of them; per tile of 64 keys, S = Q K^T and
+//   O += P V run as 16x16x16 fragments with float accumulation, the softmax between them in
+//   shared memory (P rounded to the input dtype, as PyTorch's flash kernels do).
+// - otherwise (float32, other head sizes): CUDA cores, one warp per query, key/value tiles of
+//   32 shared by the block's warps.
+// Measured on an H200 (benchmarks/encoder_ops.cc, batch 256 x 8 heads x 128 x 64, float16): the
+// CUDA-core kernel alone took 1.40 ms, 70% of the whole encoder layer.
+
+#include <mma.h>
+
+#include <atomic>
 
 #include "ops/cuda/common.cuh"
 
@@ -81,10 +92,180 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionArg
   }
 }
 
+// ---- tensor cores ----
+
+constexpr int kTcWarps = 4;
+constexpr int kTcQ = 16 * kTcWarps;  // queries per block
+constexpr int kTcK = 64;             // keys per tile
+
+template <typename T, int kD>
+struct TcShared {
+  T q[kTcQ][kD];
+  T k[kTcK][kD];
+  T v[kTcK][kD];
+  float s[kTcWarps][16][kTcK];
+  T p[kTcWarps][16][kTcK];
+  float o[kTcWarps][16][kD];
+  float m[kTcWarps][16], l[kTcWarps][16];
+  int nan[kTcWarps][16];
+};
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionArgs a) {
+  namespace w = nvcuda::wmma;
+  extern __shared__ __align__(128) unsigned char raw[];
+  auto& sm = *reinterpret_cast<TcShared<T, kD>*>(raw);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tid = threadIdx.x;
+  const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads;
+  const int q0 = blockIdx.x * kTcQ;
+  const T* q = static_cast<const T*>(a.q) + b * a.q_stride[0] + h * a.q_stride[1];
+  const T* k = static_cast<const T*>(a.k) + b * a.k_stride[0] + h * a.k_stride[1];
+  const T* v = static_cast<const T*>(a.v) + b * a.v_stride[0] + h * a.v_stride[1];
+  const T zero = from_f<T>(0.f);
+  for (int idx = tid; idx < kTcQ * kD; idx += blockDim.x) {
+    const int r = idx / kD, d = idx % kD, qi = q0 + r;
+    sm.q[r][d] = qi < a.sq ? q[qi * a.q_stride[2] + d] : zero;
+  }
+  for (int idx = tid; idx < kTcWarps * 16 * kD; idx += blockDim.x) (&sm.o[0][0][0])[idx] = 0.f;
+  if (tid < kTcWarps * 16) {
+    (&sm.m[0][0])[tid] = -FLT_MAX;
+    (&sm.l[0][0])[tid] = 0.f;
+    (&sm.nan[0][0])[tid] = 0;
+  }
+  // Lane pairs own rows: row r of the warp's 16, columns (lane & 1) * half onwards.
+  const int r = lane >> 1, side = lane & 1;
+  const int qi = q0 + warp * 16 + r;
+  const int last_q = min(a.sq, q0 + kTcQ) - 1;
+  const int kend = a.causal ? min(a.sk, last_q + 1) : a.sk;
+  for (int k0 = 0; k0 < kend; k0 += kTcK) {
+    __syncthreads();  // every warp is done with the previous tile
+    for (int idx = tid; idx < kTcK * kD; idx += blockDim.x) {
+      const int j = idx / kD, d = idx % kD, kj = k0 + j;
+      const bool in = kj < a.sk;
+      sm.k[j][d] = in ? k[kj * a.k_stride[2] + d] : zero;
+      sm.v[j][d] = in ? v[kj * a.v_stride[2] + d] : zero;
+    }
+    __syncthreads();
+    {  // S = Q K^T for the warp's 16 queries
+      w::fragment<w::accumulator, 16, 16, 16, float> acc[kTcK / 16];
+#pragma unroll
+      for (int j = 0; j < kTcK / 16; ++j) w::fill_fragment(acc[j], 0.f);
+#pragma unroll
+      for (int kk = 0; kk < kD; kk += 16) {
+        w::fragment<w::matrix_a, 16, 16, 16, T, w::row_major> fa;
+        w::load_matrix_sync(fa, &sm.q[warp * 16][kk], kD);
+#pragma unroll
+        for (int j = 0; j < kTcK / 16; ++j) {
+          w::fragment<w::matrix_b, 16, 16, 16, T, w::col_major> fb;  // K^T: element (d, key) at k[key][d]
+          w::load_matrix_sync(fb, &sm.k[j * 16][kk], kD);
+          w::mma_sync(acc[j], fa, fb, acc[j]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kTcK / 16; ++j) w::store_matrix_sync(&sm.s[warp][0][j * 16], acc[j], kTcK, w::mem_row_major);
+    }
+    __syncwarp();
+    {  // online softmax of the warp's rows; P in the input dtype for the next product
+      constexpr int kHalf = kTcK / 2;
+      float sv[kHalf];
+      float mx = -FLT_MAX;
+      bool nan = false;
+#pragma unroll
+      for (int c = 0; c < kHalf; ++c) {
+        const int col = side * kHalf + c, kj = k0 + col;
+        const bool valid = qi < a.sq && kj < a.sk && !(a.causal && kj > qi) && !(a.mask && a.mask[b * a.sk + kj]);
+        const float x = sm.s[warp][r][col] * a.scale;
+        nan |= valid && isnan(x);
+        sv[c] = valid ? x : -FLT_MAX;
+        if (valid) mx = fmaxf(mx, x);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      nan |= __shfl_xor_sync(0xffffffffu, nan ? 1 : 0, 1) != 0;
+      const float m_old = sm.m[warp][r];
+      const float m_new = fmaxf(m_old, mx);
+      const float alpha = __expf(m_old - m_new);
+      float sum = 0.f;
+#pragma unroll
+      for (int c = 0; c < kHalf; ++c) {
+        const float pv = sv[c] == -FLT_MAX || mx == -FLT_MAX ? 0.f : __expf(sv[c] - m_new);
+        sum += pv;
+        sm.p[warp][r][side * kHalf + c] = from_f<T>(pv);
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      __syncwarp();
+      if (side == 0) {
+        sm.l[warp][r] = sm.l[warp][r] * alpha + sum;
+        sm.m[warp][r] = m_new;
+        sm.nan[warp][r] |= nan ? 1 : 0;
+      }
+      for (int d = side * (kD / 2); d < (side + 1) * (kD / 2); ++d) sm.o[warp][r][d] *= alpha;
+    }
+    __syncwarp();
+    // O += P V
+#pragma unroll
+    for (int dj = 0; dj < kD / 16; ++dj) {
+      w::fragment<w::accumulator, 16, 16, 16, float> oacc;
+      w::load_matrix_sync(oacc, &sm.o[warp][0][dj * 16], kD, w::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kTcK; kk += 16) {
+        w::fragment<w::matrix_a, 16, 16, 16, T, w::row_major> pa;
+        w::fragment<w::matrix_b, 16, 16, 16, T, w::row_major> vb;
+        w::load_matrix_sync(pa, &sm.p[warp][0][kk], kTcK);
+        w::load_matrix_sync(vb, &sm.v[kk][dj * 16], kD);
+        w::mma_sync(oacc, pa, vb, oacc);
+      }
+      w::store_matrix_sync(&sm.o[warp][0][dj * 16], oacc, kD, w::mem_row_major);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  if (qi >= a.sq) return;
+  T* o = static_cast<T*>(a.out) + b * a.o_stride[0] + h * a.o_stride[1] + qi * a.o_stride[2];
+  const float l = sm.l[warp][r];
+  const float inv = l > 0.f ? 1.f / l : 0.f;  // a query whose every key is masked gets zeros
+  const bool nan = sm.nan[warp][r] != 0;      // a NaN score: the row is NaN, as in PyTorch
+  for (int d = side * (kD / 2); d < (side + 1) * (kD / 2); ++d) {
+    o[d] = from_f<T>(nan ? __int_as_float(0x7fc00000) : sm.o[warp][r][d] * inv);
+  }
+}
+
+template <typename T, int kD>
+void launch_tc(const AttentionArgs& a, void* stream) {
+  constexpr int bytes = sizeof(TcShared<T, kD>);
+  // Above 48 KB of shared memory a kernel must opt in, once per kernel and device (the first
+  // call runs eagerly: the graph path captures only after an eager run).
+  if constexpr (bytes > 48 * 1024) {
+    static std::atomic<bool> done[64];
+    int dev = 0;
+    STREAMPOOL_CUDA_CHECK(cudaGetDevice(&dev), "scaled_dot_product_attention");
+    if (dev >= 0 && dev < 64 && !done[dev].load(std::memory_order_acquire)) {
+      STREAMPOOL_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel<T, kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+                            "scaled_dot_product_attention");
+      done[dev].store(true, std::memory_order_release);
+    }
+  }
+  dim3 grid((a.sq + kTcQ - 1) / kTcQ, a.batch * a.heads);
+  attention_tc_kernel<T, kD><<<grid, kTcWarps * 32, bytes, cs(stream)>>>(a);
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a, DType dt, void* stream) {
   dim3 grid((a.sq + kAttnWarps - 1) / kAttnWarps, a.batch * a.heads);
+  if (dt != DType::float32 && (a.d == 32 || a.d == 64 || a.d == 128)) {
+    dispatch(dt, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_same_v<T, float>) {
+        if (a.d == 32) launch_tc<T, 32>(a, stream);
+        else if (a.d == 64) launch_tc<T, 64>(a, stream);
+        else launch_tc<T, 128>(a, stream);
+      }
+    });
+    check("scaled_dot_product_attention", dt, [&] {
+      return "q " + dims({a.batch, a.heads, a.sq, a.d}) + ", k and v " + dims({a.batch, a.heads, a.sk, a.d});
+    });
+    return;
+  }
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     if (a.d <= 32) attention_kernel<T, 32><<<grid, kAttnWarps * 32, 0, cs(stream)>>>(a);
