@@ -43,6 +43,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 // Attention: q (B, H, Sq, D), k and v (B, H, Sk, D). key_padding_mask (B, Sk), bool or uint8,
 // true = padded key (ignored). causal masks key j > query i. scale defaults to 1/sqrt(D).
 // Never materializes a (Sq x Sk) matrix per head in device memory.
+// q (B, H, Sq, D), k and v (B, H, Sk, D). The result (B, H, Sq, D) is a view of (B, Sq, H, D)
+// memory, so that merging the heads (permute(0, 2, 1, 3) to (B, Sq, H * D)) is free.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& key_padding_mask = Tensor(), bool causal = false,
                                     std::optional<double> scale = std::nullopt);

@@ -40,7 +40,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (cpu_widens(q)) return scaled_dot_product_attention(widened(q), widened(k), widened(v), mask, causal, scale).to(dt);
   auto last_dense = [](const Tensor& t) { return t.strides()[3] == 1 ? t : t.contiguous(); };
   const Tensor qc = last_dense(q), kc = last_dense(k), vc = last_dense(v);
-  Tensor out = empty({B, H, Sq, D}, dt, dev);
+  // (B, H, Sq, D) viewed over (B, Sq, H, D) memory: merging the heads afterwards
+  // (permute(0, 2, 1, 3).view(B, Sq, H * D), as attention modules do) needs no copy.
+  Tensor out = empty({B, Sq, H, D}, dt, dev).permute({0, 2, 1, 3});
   if (out.numel() == 0) return out;
   AttentionArgs a;
   a.batch = static_cast<int>(B);

@@ -98,53 +98,70 @@ constexpr int kTcWarps = 4;
 constexpr int kTcQ = 16 * kTcWarps;  // queries per block
 constexpr int kTcK = 64;             // keys per tile
 
+// Row strides are padded (rows of 64 values would put every row on the same shared-memory banks):
+// +8 halves for the fragments' operands, +4 floats for S and O; lane pairs own rows and take
+// alternate columns, so the softmax's accesses hit at most two lanes per bank.
 template <typename T, int kD>
 struct TcShared {
-  T q[kTcQ][kD];
-  T k[kTcK][kD];
-  T v[kTcK][kD];
-  float s[kTcWarps][16][kTcK];
-  T p[kTcWarps][16][kTcK];
-  float o[kTcWarps][16][kD];
+  static constexpr int kLdH = kD + 8, kLdP = kTcK + 8, kLdS = kTcK + 4, kLdO = kD + 4;
+  T q[kTcQ][kLdH];
+  T k[kTcK][kLdH];
+  T v[kTcK][kLdH];
+  float s[kTcWarps][16][kLdS];
+  T p[kTcWarps][16][kLdP];
+  float o[kTcWarps][16][kLdO];
   float m[kTcWarps][16], l[kTcWarps][16];
   int nan[kTcWarps][16];
 };
 
-template <typename T, int kD>
+// Copies rows [r0, r0 + n) of a (rows, kD) operand with row stride `stride` into shared memory,
+// zeros past `limit`; 16-byte vectors when the caller checked the alignment.
+template <typename T, int kD, int kRows, bool kVec>
+__device__ __forceinline__ void load_rows(T (*dst)[kD + 8], const T* src, std::int64_t stride, int r0, int limit) {
+  if constexpr (kVec) {
+    constexpr int kPerRow = kD / 8;  // 8 halves = 16 bytes
+    for (int idx = threadIdx.x; idx < kRows * kPerRow; idx += blockDim.x) {
+      const int j = idx / kPerRow, c = (idx % kPerRow) * 8, row = r0 + j;
+      uint4 val = make_uint4(0, 0, 0, 0);
+      if (row < limit) val = *reinterpret_cast<const uint4*>(src + row * stride + c);
+      *reinterpret_cast<uint4*>(&dst[j][c]) = val;
+    }
+  } else {
+    const T zero = from_f<T>(0.f);
+    for (int idx = threadIdx.x; idx < kRows * kD; idx += blockDim.x) {
+      const int j = idx / kD, d = idx % kD, row = r0 + j;
+      dst[j][d] = row < limit ? src[row * stride + d] : zero;
+    }
+  }
+}
+
+template <typename T, int kD, bool kVec>
 __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionArgs a) {
   namespace w = nvcuda::wmma;
+  using Sh = TcShared<T, kD>;
   extern __shared__ __align__(128) unsigned char raw[];
-  auto& sm = *reinterpret_cast<TcShared<T, kD>*>(raw);
+  auto& sm = *reinterpret_cast<Sh*>(raw);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tid = threadIdx.x;
   const int bh = blockIdx.y, b = bh / a.heads, h = bh % a.heads;
   const int q0 = blockIdx.x * kTcQ;
   const T* q = static_cast<const T*>(a.q) + b * a.q_stride[0] + h * a.q_stride[1];
   const T* k = static_cast<const T*>(a.k) + b * a.k_stride[0] + h * a.k_stride[1];
   const T* v = static_cast<const T*>(a.v) + b * a.v_stride[0] + h * a.v_stride[1];
-  const T zero = from_f<T>(0.f);
-  for (int idx = tid; idx < kTcQ * kD; idx += blockDim.x) {
-    const int r = idx / kD, d = idx % kD, qi = q0 + r;
-    sm.q[r][d] = qi < a.sq ? q[qi * a.q_stride[2] + d] : zero;
-  }
-  for (int idx = tid; idx < kTcWarps * 16 * kD; idx += blockDim.x) (&sm.o[0][0][0])[idx] = 0.f;
+  load_rows<T, kD, kTcQ, kVec>(sm.q, q, a.q_stride[2], q0, a.sq);
+  for (int idx = tid; idx < kTcWarps * 16 * Sh::kLdO; idx += blockDim.x) (&sm.o[0][0][0])[idx] = 0.f;
   if (tid < kTcWarps * 16) {
     (&sm.m[0][0])[tid] = -FLT_MAX;
     (&sm.l[0][0])[tid] = 0.f;
     (&sm.nan[0][0])[tid] = 0;
   }
-  // Lane pairs own rows: row r of the warp's 16, columns (lane & 1) * half onwards.
-  const int r = lane >> 1, side = lane & 1;
+  const int r = lane >> 1, side = lane & 1;  // a lane pair per row; columns side, side + 2, ...
   const int qi = q0 + warp * 16 + r;
   const int last_q = min(a.sq, q0 + kTcQ) - 1;
   const int kend = a.causal ? min(a.sk, last_q + 1) : a.sk;
   for (int k0 = 0; k0 < kend; k0 += kTcK) {
     __syncthreads();  // every warp is done with the previous tile
-    for (int idx = tid; idx < kTcK * kD; idx += blockDim.x) {
-      const int j = idx / kD, d = idx % kD, kj = k0 + j;
-      const bool in = kj < a.sk;
-      sm.k[j][d] = in ? k[kj * a.k_stride[2] + d] : zero;
-      sm.v[j][d] = in ? v[kj * a.v_stride[2] + d] : zero;
-    }
+    load_rows<T, kD, kTcK, kVec>(sm.k, k, a.k_stride[2], k0, a.sk);
+    load_rows<T, kD, kTcK, kVec>(sm.v, v, a.v_stride[2], k0, a.sk);
     __syncthreads();
     {  // S = Q K^T for the warp's 16 queries
       w::fragment<w::accumulator, 16, 16, 16, float> acc[kTcK / 16];
@@ -153,16 +170,16 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionAr
 #pragma unroll
       for (int kk = 0; kk < kD; kk += 16) {
         w::fragment<w::matrix_a, 16, 16, 16, T, w::row_major> fa;
-        w::load_matrix_sync(fa, &sm.q[warp * 16][kk], kD);
+        w::load_matrix_sync(fa, &sm.q[warp * 16][kk], Sh::kLdH);
 #pragma unroll
         for (int j = 0; j < kTcK / 16; ++j) {
           w::fragment<w::matrix_b, 16, 16, 16, T, w::col_major> fb;  // K^T: element (d, key) at k[key][d]
-          w::load_matrix_sync(fb, &sm.k[j * 16][kk], kD);
+          w::load_matrix_sync(fb, &sm.k[j * 16][kk], Sh::kLdH);
           w::mma_sync(acc[j], fa, fb, acc[j]);
         }
       }
 #pragma unroll
-      for (int j = 0; j < kTcK / 16; ++j) w::store_matrix_sync(&sm.s[warp][0][j * 16], acc[j], kTcK, w::mem_row_major);
+      for (int j = 0; j < kTcK / 16; ++j) w::store_matrix_sync(&sm.s[warp][0][j * 16], acc[j], Sh::kLdS, w::mem_row_major);
     }
     __syncwarp();
     {  // online softmax of the warp's rows; P in the input dtype for the next product
@@ -172,7 +189,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionAr
       bool nan = false;
 #pragma unroll
       for (int c = 0; c < kHalf; ++c) {
-        const int col = side * kHalf + c, kj = k0 + col;
+        const int col = 2 * c + side, kj = k0 + col;
         const bool valid = qi < a.sq && kj < a.sk && !(a.causal && kj > qi) && !(a.mask && a.mask[b * a.sk + kj]);
         const float x = sm.s[warp][r][col] * a.scale;
         nan |= valid && isnan(x);
@@ -189,7 +206,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionAr
       for (int c = 0; c < kHalf; ++c) {
         const float pv = sv[c] == -FLT_MAX || mx == -FLT_MAX ? 0.f : __expf(sv[c] - m_new);
         sum += pv;
-        sm.p[warp][r][side * kHalf + c] = from_f<T>(pv);
+        sm.p[warp][r][2 * c + side] = from_f<T>(pv);
       }
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       __syncwarp();
@@ -198,23 +215,24 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionAr
         sm.m[warp][r] = m_new;
         sm.nan[warp][r] |= nan ? 1 : 0;
       }
-      for (int d = side * (kD / 2); d < (side + 1) * (kD / 2); ++d) sm.o[warp][r][d] *= alpha;
+#pragma unroll 8
+      for (int d = side; d < kD; d += 2) sm.o[warp][r][d] *= alpha;
     }
     __syncwarp();
     // O += P V
 #pragma unroll
     for (int dj = 0; dj < kD / 16; ++dj) {
       w::fragment<w::accumulator, 16, 16, 16, float> oacc;
-      w::load_matrix_sync(oacc, &sm.o[warp][0][dj * 16], kD, w::mem_row_major);
+      w::load_matrix_sync(oacc, &sm.o[warp][0][dj * 16], Sh::kLdO, w::mem_row_major);
 #pragma unroll
       for (int kk = 0; kk < kTcK; kk += 16) {
         w::fragment<w::matrix_a, 16, 16, 16, T, w::row_major> pa;
         w::fragment<w::matrix_b, 16, 16, 16, T, w::row_major> vb;
-        w::load_matrix_sync(pa, &sm.p[warp][0][kk], kTcK);
-        w::load_matrix_sync(vb, &sm.v[kk][dj * 16], kD);
+        w::load_matrix_sync(pa, &sm.p[warp][0][kk], Sh::kLdP);
+        w::load_matrix_sync(vb, &sm.v[kk][dj * 16], Sh::kLdH);
         w::mma_sync(oacc, pa, vb, oacc);
       }
-      w::store_matrix_sync(&sm.o[warp][0][dj * 16], oacc, kD, w::mem_row_major);
+      w::store_matrix_sync(&sm.o[warp][0][dj * 16], oacc, Sh::kLdO, w::mem_row_major);
     }
     __syncwarp();
   }
@@ -224,12 +242,10 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(AttentionAr
   const float l = sm.l[warp][r];
   const float inv = l > 0.f ? 1.f / l : 0.f;  // a query whose every key is masked gets zeros
   const bool nan = sm.nan[warp][r] != 0;      // a NaN score: the row is NaN, as in PyTorch
-  for (int d = side * (kD / 2); d < (side + 1) * (kD / 2); ++d) {
-    o[d] = from_f<T>(nan ? __int_as_float(0x7fc00000) : sm.o[warp][r][d] * inv);
-  }
+  for (int d = side; d < kD; d += 2) o[d] = from_f<T>(nan ? __int_as_float(0x7fc00000) : sm.o[warp][r][d] * inv);
 }
 
-template <typename T, int kD>
+template <typename T, int kD, bool kVec>
 void launch_tc(const AttentionArgs& a, void* stream) {
   constexpr int bytes = sizeof(TcShared<T, kD>);
   // Above 48 KB of shared memory a kernel must opt in, once per kernel and device (the first
@@ -239,13 +255,13 @@ void launch_tc(const AttentionArgs& a, void* stream) {
     int dev = 0;
     STREAMPOOL_CUDA_CHECK(cudaGetDevice(&dev), "scaled_dot_product_attention");
     if (dev >= 0 && dev < 64 && !done[dev].load(std::memory_order_acquire)) {
-      STREAMPOOL_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel<T, kD>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+      STREAMPOOL_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel<T, kD, kVec>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
                             "scaled_dot_product_attention");
       done[dev].store(true, std::memory_order_release);
     }
   }
   dim3 grid((a.sq + kTcQ - 1) / kTcQ, a.batch * a.heads);
-  attention_tc_kernel<T, kD><<<grid, kTcWarps * 32, bytes, cs(stream)>>>(a);
+  attention_tc_kernel<T, kD, kVec><<<grid, kTcWarps * 32, bytes, cs(stream)>>>(a);
 }
 
 }  // namespace
@@ -256,9 +272,19 @@ void attention(const AttentionArgs& a, DType dt, void* stream) {
     dispatch(dt, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (!std::is_same_v<T, float>) {
-        if (a.d == 32) launch_tc<T, 32>(a, stream);
-        else if (a.d == 64) launch_tc<T, 64>(a, stream);
-        else launch_tc<T, 128>(a, stream);
+        // 16-byte loads where every row of q, k and v starts 16-byte aligned.
+        auto aligned = [](const void* p, const std::int64_t* st) {
+          return reinterpret_cast<std::uintptr_t>(p) % 16 == 0 && st[0] % 8 == 0 && st[1] % 8 == 0 && st[2] % 8 == 0;
+        };
+        const bool vec = aligned(a.q, a.q_stride) && aligned(a.k, a.k_stride) && aligned(a.v, a.v_stride);
+        auto go = [&](auto d) {
+          constexpr int kD = decltype(d)::value;
+          if (vec) launch_tc<T, kD, true>(a, stream);
+          else launch_tc<T, kD, false>(a, stream);
+        };
+        if (a.d == 32) go(std::integral_constant<int, 32>{});
+        else if (a.d == 64) go(std::integral_constant<int, 64>{});
+        else go(std::integral_constant<int, 128>{});
       }
     });
     check("scaled_dot_product_attention", dt, [&] {
