@@ -14,6 +14,7 @@
 #include "serve/batch_assembly.h"
 #include "serve/metrics.h"
 #include "serve/request_state.h"
+#include "tensor/tensor_impl.h"
 #include "streampool/error.h"
 #include "streampool/event.h"
 #include "streampool/stream_pool.h"
@@ -289,17 +290,40 @@ class BatchQueue::Core::Worker {
         e.record(*r->producer);
         stream.wait(e);
       }
-      const bool padded = spec.seq_dim >= 1 && spec.pad;
-      Tensor x = padded ? zeros(xs, x0.dtype(), dev) : empty(xs, x0.dtype(), dev);
-      Tensor types = p.types ? zeros({p.rows, p.len}, DType::int64, dev) : Tensor();
-      for (std::size_t i = 0; i < p.reqs.size(); ++i) {
-        const RequestState& r = *p.reqs[i];
-        Tensor dst = x.slice(0, p.offsets[i], p.offsets[i] + r.rows);
-        if (padded) dst = dst.slice(1, 0, r.len);
-        dst.copy_from(r.in.x);
-        if (p.types && r.in.token_type_ids.defined()) {
-          types.slice(0, p.offsets[i], p.offsets[i] + r.rows).slice(1, 0, r.len).copy_from(r.in.token_type_ids);
+      // One gather launch per tensor (a copy per request cost a launch each), into zeros where
+      // some request is shorter than the batch.
+      bool short_rows = false;
+      for (const auto& r : p.reqs) short_rows |= r->len < p.len;
+      const std::size_t es = dtype_size(x0.dtype());
+      std::int64_t inner = 1;  // elements per position along dimension 1 (padding) or per row
+      for (std::int64_t d = short_rows ? 2 : 1; d < x0.dim(); ++d) inner *= x0.size(d);
+      auto gather = [&](const Tensor& dst, auto&& src_of, std::size_t esize, std::int64_t per_pos) {
+        std::vector<detail::GatherPiece> pieces;
+        for (std::size_t i = 0; i < p.reqs.size(); ++i) {
+          const RequestState& r = *p.reqs[i];
+          const Tensor* src = src_of(r);
+          if (!src) continue;
+          const char* base = static_cast<const char*>(src->data_ptr());
+          if (!short_rows) {
+            const std::int64_t row_bytes = static_cast<std::int64_t>(esize) * per_pos;
+            pieces.push_back({base, p.offsets[i] * row_bytes, r.rows * row_bytes});
+            continue;
+          }
+          const std::int64_t pos = static_cast<std::int64_t>(esize) * per_pos;
+          for (std::int64_t row = 0; row < r.rows; ++row) {
+            pieces.push_back({base + row * r.len * pos, (p.offsets[i] + row) * p.len * pos, r.len * pos});
+          }
         }
+        detail::gather_bytes(dev, dst.data_ptr(), pieces);
+      };
+      Tensor x = short_rows ? zeros(xs, x0.dtype(), dev) : empty(xs, x0.dtype(), dev);
+      const std::int64_t per_row = short_rows ? inner : x0.numel() / x0.size(0);
+      gather(x, [](const RequestState& r) { return &r.in.x; }, es, per_row);
+      Tensor types;
+      if (p.types) {
+        types = zeros({p.rows, p.len}, DType::int64, dev);
+        gather(types, [](const RequestState& r) { return r.in.token_type_ids.defined() ? &r.in.token_type_ids : nullptr; },
+               sizeof(std::int64_t), short_rows ? 1 : p.len);
       }
       if (p.mask) {
         std::vector<std::uint8_t> m(static_cast<std::size_t>(p.rows * p.len));
@@ -549,6 +573,10 @@ void BatchQueue::Core::check_request(RequestState& r) const {
       }
     }
   } else {
+    // The device gather copies whole rows: contiguous (on this thread's stream, which the
+    // worker waits for).
+    if (!r.in.x.is_contiguous()) r.in.x = r.in.x.contiguous();
+    if (r.in.token_type_ids.defined() && !r.in.token_type_ids.is_contiguous()) r.in.token_type_ids = r.in.token_type_ids.contiguous();
     r.producer = current_stream(x.device());
   }
   // Masks: one host byte per position, true = padded, whatever form the request gave.

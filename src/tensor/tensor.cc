@@ -464,6 +464,18 @@ Tensor randn(const Shape& shape, DType dtype, const Device& device, std::uint64_
   return from_doubles(v, shape, dtype, device);
 }
 
+void detail::gather_bytes(const Device& device, void* dst, const std::vector<GatherPiece>& pieces) {
+  for (std::size_t first = 0; first < pieces.size(); first += kGatherPieces) {
+    auto g = std::make_shared<GatherArgs>();
+    g->dst = dst;
+    g->n = static_cast<int>(std::min<std::size_t>(kGatherPieces, pieces.size() - first));
+    std::copy(pieces.begin() + static_cast<std::ptrdiff_t>(first), pieces.begin() + static_cast<std::ptrdiff_t>(first) + g->n,
+              g->piece);
+    detail::launch(
+        "gather", device, [g] { cpu_gather(*g); }, [&](void* stream) { cuda_gather(*g, stream); });
+  }
+}
+
 void hand_over(const Tensor& t, const Stream& consumer) {
   if (consumer.device() != t.device()) {
     throw InvalidArgument("hand_over: " + t.str() + " cannot be handed to " + consumer.str() + " on another device");

@@ -1,6 +1,8 @@
 #pragma once
 // Tensor internals shared by the tensor layer and the ops. Internal.
 
+#include <vector>
+
 #include "streampool/allocator.h"
 #include "streampool/tensor.h"
 
@@ -52,10 +54,30 @@ struct StridedCopy {
   void* dst = nullptr;        // element 0
 };
 
+// One run of a gather: `bytes` from `src` to the destination + `offset` bytes.
+struct GatherPiece {
+  const void* src = nullptr;
+  std::int64_t offset = 0;
+  std::int64_t bytes = 0;
+};
+// Up to kGatherPieces runs into one destination: one CUDA launch (the table travels in the
+// kernel's parameters), or one host task.
+inline constexpr int kGatherPieces = 128;
+struct GatherArgs {
+  void* dst = nullptr;
+  int n = 0;
+  GatherPiece piece[kGatherPieces];
+};
+// Copies every piece into `dst` (memory of `device`) on the calling thread's current stream of
+// it. Pieces must not overlap; sources must stay alive until the stream has run the copy.
+void gather_bytes(const Device& device, void* dst, const std::vector<GatherPiece>& pieces);
+
 void cpu_copy_strided(const StridedCopy& c);
+void cpu_gather(const GatherArgs& g);
 void cpu_fill(void* dst, DType dtype, std::int64_t n, double value);
 // tensor/cuda/copy_kernels.cu (tensor/no_cuda/ in a build without CUDA).
 void cuda_copy_strided(const StridedCopy& c, void* stream);
 void cuda_fill(void* dst, DType dtype, std::int64_t n, double value, void* stream);
+void cuda_gather(const GatherArgs& g, void* stream);
 
 }  // namespace streampool::detail

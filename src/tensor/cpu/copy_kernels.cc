@@ -97,4 +97,10 @@ void cpu_fill(void* dst, DType dtype, std::int64_t n, double value) {
   for (std::int64_t i = 0; i < n; ++i) store(dst, dtype, i, value);
 }
 
+void cpu_gather(const GatherArgs& g) {
+  for (int i = 0; i < g.n; ++i) {
+    std::memcpy(static_cast<char*>(g.dst) + g.piece[i].offset, g.piece[i].src, static_cast<std::size_t>(g.piece[i].bytes));
+  }
+}
+
 }  // namespace streampool::detail

@@ -94,6 +94,19 @@ __global__ void fill_kernel(void* dst, DType d, long long n, double v) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n; i += stride) store(dst, d, i, v);
 }
 
+// One block per piece; 16-byte vectors where source, destination and length allow.
+__global__ void gather_kernel(GatherArgs g) {
+  const GatherPiece p = g.piece[blockIdx.x];
+  char* dst = static_cast<char*>(g.dst) + p.offset;
+  const char* src = static_cast<const char*>(p.src);
+  if (((reinterpret_cast<unsigned long long>(dst) | reinterpret_cast<unsigned long long>(src) | p.bytes) & 15) == 0) {
+    const long long n = p.bytes / 16;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+  } else {
+    for (long long i = threadIdx.x; i < p.bytes; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
 unsigned blocks_for(long long n) {
   long long b = (n + 255) / 256;
   return static_cast<unsigned>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
@@ -118,6 +131,12 @@ void cuda_fill(void* dst, DType dtype, std::int64_t n, double value, void* strea
   if (n == 0) return;
   fill_kernel<<<blocks_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dst, dtype, n, value);
   check_launch("fill");
+}
+
+void cuda_gather(const GatherArgs& g, void* stream) {
+  if (g.n == 0) return;
+  gather_kernel<<<g.n, 256, 0, static_cast<cudaStream_t>(stream)>>>(g);
+  check_launch("gather");
 }
 
 }  // namespace streampool::detail

@@ -11,5 +11,8 @@ void cuda_copy_strided(const StridedCopy&, void*) {
 void cuda_fill(void*, DType, std::int64_t, double, void*) {
   throw DeviceError("fill: streampool was built without the CUDA backend");
 }
+void cuda_gather(const GatherArgs&, void*) {
+  throw DeviceError("gather: streampool was built without the CUDA backend");
+}
 
 }  // namespace streampool::detail
