@@ -121,7 +121,7 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   std::vector<Device> devices;  // the workers' devices, distinct
   detail::QueueCounters counters;
 
-  std::mutex mu;                  // guards lanes, depth, closed, next_seq, reaper_target
+  std::mutex mu;                  // guards lanes, depth, closed, next_seq, reaper_target, reaper_stop
   std::condition_variable work_cv;    // workers: a lane became non-empty, a batch filled, close
   std::condition_variable room_cv;    // blocked submitters: room in the queue, close
   std::condition_variable reaper_cv;  // the reaper: an earlier deadline, close
@@ -130,6 +130,7 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   bool closed = false;
   std::uint64_t next_seq = 0;
   Clock::time_point reaper_target = Clock::time_point::max();
+  bool reaper_stop = false;
 
   std::vector<std::unique_ptr<Worker>> workers;
   std::thread reaper;
@@ -816,7 +817,7 @@ bool BatchQueue::Core::cancel(RequestState& r) {
 void BatchQueue::Core::reap() {
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
-    if (closed && depth == 0) return;
+    if (reaper_stop || (closed && depth == 0)) return;
     const auto now = Clock::now();
     std::vector<Ptr> expired;
     Clock::time_point next = Clock::time_point::max();
@@ -885,7 +886,7 @@ void BatchQueue::Core::close() {
     for (auto& w : workers) w->join();
     {
       std::lock_guard<std::mutex> lock(mu);
-      reaper_target = Clock::time_point::min();
+      reaper_stop = true;  // the workers are gone: nothing the reaper waits for can change now
     }
     reaper_cv.notify_all();
     if (reaper.joinable()) reaper.join();

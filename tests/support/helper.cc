@@ -211,6 +211,71 @@ int graph_exit() {
   return 0;
 }
 
+std::shared_ptr<nn::Module> small_mlp() {
+  std::shared_ptr<nn::Module> m = nn::make_module("mlp", R"({"sizes": [64, 128, 32], "activation": "gelu"})");
+  nn::StateDict sd;
+  std::uint64_t seed = 700;
+  for (const auto& [name, shape] : m->parameters()) sd[name] = randn(shape, DType::float32, Device(DeviceKind::cpu), seed++);
+  m->load_state_dict(sd, g_device);
+  return m;
+}
+
+// Return from main while a live BatchQueue serves six client threads (issue "BatchQueue":
+// process exit with a live queue is safe). The queue is never destroyed: the clients use it
+// while the process exits.
+int queue_exit_live() {
+  auto* q = new BatchQueue(small_mlp(), [] {
+    BatchOptions o;
+    o.max_batch_size = 16;
+    o.num_workers = 2;
+    return o;
+  }());
+  static std::atomic<int> started{0};
+  for (int t = 0; t < 6; ++t) {
+    std::thread([q, t] {
+      try {
+        Tensor x = randn({1, 64}, DType::float32, Device(DeviceKind::cpu), 800 + t);
+        current_stream(Device(DeviceKind::cpu)).synchronize();
+        for (int i = 0;; ++i) {
+          std::vector<BatchFuture> fs;
+          for (int k = 0; k < 4; ++k) fs.push_back(q->submit(x));
+          for (auto& f : fs) (void)f.get();
+          if (i == 2) ++started;
+        }
+      } catch (const streampool::Error&) {
+      }
+    }).detach();
+  }
+  while (started < 6) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 0;
+}
+
+// Return from main with accepted requests still waiting in a static BatchQueue: its destructor,
+// run by exit(), must drain them. An atexit handler registered before the queue was made runs
+// after its destructor and fails the process (status 3) unless every request ran.
+std::vector<BatchFuture>* g_exit_futures = new std::vector<BatchFuture>;  // never destroyed
+void check_exit_futures() {
+  for (auto& f : *g_exit_futures) {
+    if (f.status() != RequestStatus::done) {  // drained means run, not failed by close()
+      std::fprintf(stderr, "helper: a request was left unfulfilled or not run at exit: %s\n", to_string(f.status()));
+      std::_Exit(3);
+    }
+  }
+}
+int queue_exit_static() {
+  std::shared_ptr<nn::Module> m = small_mlp();
+  std::atexit(check_exit_futures);
+  static BatchQueue q(m, [] {
+    BatchOptions o;
+    o.max_batch_size = 8;
+    return o;
+  }());
+  Tensor x = randn({1, 64}, DType::float32, Device(DeviceKind::cpu), 900);
+  current_stream(Device(DeviceKind::cpu)).synchronize();
+  for (int i = 0; i < 400; ++i) g_exit_futures->push_back(q.submit(x));
+  return 0;
+}
+
 int exhaust() {
   // Run with STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error: one pool stream.
   std::atomic<bool> holding{false}, done{false};
@@ -283,6 +348,8 @@ int main(int argc, char** argv) {
     if (scenario == "gemm_joined") return gemm_joined();
     if (scenario == "gemm_atexit") return gemm_atexit();
     if (scenario == "graph_exit") return graph_exit();
+    if (scenario == "queue_exit_live") return queue_exit_live();
+    if (scenario == "queue_exit_static") return queue_exit_static();
     if (scenario == "nocache") {
       // STREAMPOOL_NO_CACHING=1: every allocation reaches the device, and memory goes back.
       for (int i = 0; i < 20; ++i) {

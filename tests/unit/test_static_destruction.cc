@@ -53,4 +53,9 @@ TEST_P(StaticDestructionTest, AtexitSynchronizesWhileGemmsLoop) { run_n("gemm_at
 // Exit while compiled modules replay on four threads and build (plan, capture) on two.
 TEST_P(StaticDestructionTest, ReturnWhileGraphsReplayAndCapture) { run_n("graph_exit", gemm_runs() / 4); }
 
+// Exit with a live BatchQueue serving six clients (the queue never destroyed), and with requests
+// waiting in a static queue whose destructor must drain them during exit.
+TEST_P(StaticDestructionTest, ReturnWhileBatchQueueServes) { run_n("queue_exit_live", gemm_runs() / 4); }
+TEST_P(StaticDestructionTest, StaticBatchQueueDrainsAtExit) { run_n("queue_exit_static", gemm_runs() / 4); }
+
 INSTANTIATE_TEST_SUITE_P(Devices, StaticDestructionTest, STREAMPOOL_DEVICES, test::param_name);
