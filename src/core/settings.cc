@@ -220,7 +220,7 @@ std::vector<SettingReport> settings_report() {
       {kGraphCacheVar, std::to_string(s.graph_cache_size), env(kGraphCacheVar) != nullptr,
        "input signatures a compiled module keeps graphs for (least recently used evicted)"},
       {kWaitSpinVar, std::to_string(s.wait_spin_us), env(kWaitSpinVar) != nullptr,
-       "microseconds a BatchFuture wait spins before it sleeps (0: sleep at once)"},
+       "microseconds a BatchFuture wait and a BatchQueue worker spin before they sleep (0: sleep at once)"},
   };
 }
 

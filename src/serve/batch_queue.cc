@@ -17,6 +17,7 @@
 #include "tensor/tensor_impl.h"
 #include "streampool/error.h"
 #include "streampool/event.h"
+#include "streampool/settings.h"
 #include "streampool/stream_pool.h"
 
 namespace streampool {
@@ -94,6 +95,19 @@ bool more_urgent(const RequestState& a, const RequestState& b) {
   if (a.priority != b.priority) return a.priority > b.priority;
   if (a.deadline != b.deadline) return a.deadline < b.deadline;
   return a.seq < b.seq;
+}
+
+// How long a worker's threads spin for each other before sleeping on a condition variable:
+// STREAMPOOL_WAIT_SPIN_US, as for a BatchFuture's wait.
+std::chrono::microseconds spin_time() {
+  static const std::chrono::microseconds t(settings().wait_spin_us);
+  return t;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
 }
 
 double us_between(Clock::time_point a, Clock::time_point b) {
@@ -450,12 +464,20 @@ class BatchQueue::Core::Worker {
     {
       std::lock_guard<std::mutex> lock(mu_);
       flights_.push_back(std::move(f));
+      pushed_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
   }
   Flight pop() {
+    // The launcher pushes the next flight soon after this one completes, usually: spin briefly.
+    const auto until = Clock::now() + detail::spin_time();
+    for (int i = 1; pushed_.load(std::memory_order_acquire) == popped_; ++i) {
+      if (i % 64 == 0 && Clock::now() >= until) break;
+      detail::cpu_relax();
+    }
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return !flights_.empty(); });
+    ++popped_;
     Flight f = std::move(flights_.front());
     flights_.pop_front();
     return f;
@@ -468,6 +490,8 @@ class BatchQueue::Core::Worker {
   std::mutex mu_;               // guards flights_, free_
   std::condition_variable cv_;  // a flight was pushed, a slot was given back
   std::deque<Flight> flights_;  // launched, in launch order
+  std::atomic<std::uint64_t> pushed_{0};  // flights pushed (the completer spins on it before sleeping)
+  std::uint64_t popped_ = 0;              // the completer's own count
   std::vector<Slot*> free_;
   std::atomic<std::uint64_t> batches_{0};
   std::atomic<int> in_flight_{0};  // batches launched and not yet completed (next_batch reads it under core_.mu)
@@ -750,7 +774,16 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic
     // `mu`) or the lane fills a whole batch. Under load the batches grow instead of the count
     // of small launches.
     if (!closed && best->rows < options.max_batch_size && in_flight.load(std::memory_order_acquire) > 0) {
-      work_cv.wait(lock);
+      // The batch in flight completes within tens of microseconds: spin for it (outside the
+      // lock) before sleeping, since a futex wake-up costs about as much as a small batch.
+      lock.unlock();
+      const auto until = Clock::now() + detail::spin_time();
+      for (int i = 1; in_flight.load(std::memory_order_acquire) > 0; ++i) {
+        if (i % 64 == 0 && Clock::now() >= until) break;
+        detail::cpu_relax();
+      }
+      lock.lock();
+      if (in_flight.load(std::memory_order_acquire) > 0) work_cv.wait(lock);
       continue;
     }
     plan = detail::BatchPlan();
