@@ -135,16 +135,23 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   std::vector<Device> devices;  // the workers' devices, distinct
   detail::QueueCounters counters;
 
-  std::mutex mu;                  // guards lanes, depth, closed, next_seq, reaper_target, reaper_stop
+  std::mutex mu;                  // guards lanes, closed, reaper_target, reaper_stop, final_drained
   std::condition_variable work_cv;    // workers: a lane became non-empty, a batch filled, close
   std::condition_variable room_cv;    // blocked submitters: room in the queue, close
   std::condition_variable reaper_cv;  // the reaper: an earlier deadline, close
   std::list<detail::Lane> lanes;      // stable addresses: requests point at their lane
-  std::size_t depth = 0;
+  // Note [BatchQueue intake]: submit never takes `mu` on its common path. It reserves a place
+  // in `depth`, pushes the request onto the intake (a Treiber stack) and wakes a worker only if
+  // one sleeps; workers and the reaper move the intake into the lanes under `mu`. The pushes and
+  // the sleeper count are seq_cst, so a worker about to sleep sees a push or the pusher sees it.
+  std::atomic<std::size_t> depth{0};           // requests accepted and not yet taken, cancelled or expired
+  std::atomic<detail::RequestState*> intake{nullptr};
+  std::atomic<int> sleepers{0};                // workers waiting on work_cv (counted under mu)
+  std::atomic<std::uint64_t> next_seq{0};      // arrival order
   bool closed = false;
-  std::uint64_t next_seq = 0;
   Clock::time_point reaper_target = Clock::time_point::max();
   bool reaper_stop = false;
+  bool final_drained = false;  // close() has failed what the workers left: later submits fail their own
 
   std::vector<std::unique_ptr<Worker>> workers;
   std::thread reaper;
@@ -159,13 +166,28 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   bool cancel(RequestState& r);
   void reap();
   void close();
+  // Fails every request still waiting (QueueClosedError); `final` from close() after the workers
+  // are joined, else only once close() got that far.
+  void fail_leftovers(bool final);
   void expire(const Ptr& r, Clock::time_point now);
   // Removes request `r` (status queued, under mu) from its lane's counts.
   void unlink(RequestState& r) {
     r.lane->rows -= r.rows;
     --r.lane->count;
-    --depth;
+    depth.fetch_sub(1, std::memory_order_relaxed);
     r.lane = nullptr;
+  }
+  // Under mu: files every request of the intake into its lane, in arrival order.
+  void drain_intake();
+  void file(Ptr r);
+  // Waits on work_cv (under `lock`) unless the intake has something; `until` bounds it.
+  void sleep(std::unique_lock<std::mutex>& lock, std::optional<Clock::time_point> until) {
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (intake.load(std::memory_order_seq_cst) == nullptr) {
+      if (until) work_cv.wait_until(lock, *until);
+      else work_cv.wait(lock);
+    }
+    sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
   void drop_empty_lanes() {
     lanes.remove_if([](const detail::Lane& l) { return l.count == 0; });
@@ -665,73 +687,108 @@ BatchFuture BatchQueue::Core::submit(nn::Input in, const SubmitOptions& so) {
     throw;
   }
   r->queue = weak_from_this();
-  const std::string key = lane_key(*r);
-  bool wake_worker = false, wake_reaper = false;
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    auto closed_error = [&] {
+  r->lane_key = lane_key(*r);
+  auto closed_error = [&] {
+    counters.rejected.fetch_add(1, std::memory_order_relaxed);
+    return QueueClosedError("BatchQueue::submit: the queue is closed");
+  };
+  if (closed_flag.load(std::memory_order_acquire)) throw closed_error();
+  // A place in the queue: reserved by compare-and-swap, so max_queue holds exactly.
+  for (std::size_t d = depth.load(std::memory_order_relaxed);;) {
+    if (options.max_queue == 0 || d < options.max_queue) {
+      if (depth.compare_exchange_weak(d, d + 1, std::memory_order_relaxed)) break;
+      continue;
+    }
+    auto full = [&](const std::string& how) {
       counters.rejected.fetch_add(1, std::memory_order_relaxed);
-      return QueueClosedError("BatchQueue::submit: the queue is closed");
+      return QueueFullError("BatchQueue::submit: the queue is full (" + std::to_string(options.max_queue) +
+                            " requests waiting, max_queue)" + how);
     };
-    if (closed) throw closed_error();
-    if (options.max_queue > 0 && depth >= options.max_queue) {
-      auto full = [&](const char* how) {
-        counters.rejected.fetch_add(1, std::memory_order_relaxed);
-        return QueueFullError("BatchQueue::submit: the queue is full (" + std::to_string(options.max_queue) +
-                              " requests waiting, max_queue)" + how);
-      };
-      if (options.full_policy == FullPolicy::reject) throw full("");
-      auto room = [&] { return closed || depth < options.max_queue; };
-      if (options.full_timeout.count() > 0) {
-        if (!room_cv.wait_for(lock, options.full_timeout, room)) {
-          throw full((" after waiting " + std::to_string(options.full_timeout.count()) + " us for room").c_str());
-        }
-      } else {
-        room_cv.wait(lock, room);
-      }
-      if (closed) throw closed_error();
-    }
-    detail::Lane* lane = nullptr;
-    for (auto& l : lanes) {
-      if (l.key == key) {
-        lane = &l;
-        break;
-      }
-    }
-    if (!lane) {
-      lane = &lanes.emplace_back();
-      lane->key = key;
-      lane->host = r->in.x.device().kind == DeviceKind::cpu;
-      lane->device = r->in.x.device();
-    }
-    auto lv = std::find_if(lane->levels.begin(), lane->levels.end(), [&](const auto& l) { return l.priority <= r->priority; });
-    if (lv == lane->levels.end() || lv->priority != r->priority) {
-      lv = lane->levels.insert(lv, detail::Lane::Level{});
-      lv->priority = r->priority;
-    }
-    r->seq = next_seq++;
-    r->lane = lane;
-    const bool was_empty = lane->count == 0;
-    if (r->deadline != Clock::time_point::max()) {
-      lv->heap.push_back(r);
-      std::push_heap(lv->heap.begin(), lv->heap.end(), detail::Later());
-      if (r->deadline < reaper_target) {
-        reaper_target = r->deadline;
-        wake_reaper = true;
+    if (options.full_policy == FullPolicy::reject) throw full("");
+    std::unique_lock<std::mutex> lock(mu);
+    auto room = [&] { return closed || depth.load(std::memory_order_relaxed) < options.max_queue; };
+    if (options.full_timeout.count() > 0) {
+      if (!room_cv.wait_for(lock, options.full_timeout, room)) {
+        throw full(" after waiting " + std::to_string(options.full_timeout.count()) + " us for room");
       }
     } else {
-      lv->fifo.push_back(r);
+      room_cv.wait(lock, room);
     }
-    lane->rows += r->rows;
-    ++lane->count;
-    ++depth;
-    // Workers sleep only when nothing is there for them or while a batch waits for company.
-    wake_worker = was_empty || lane->rows >= options.max_batch_size || options.max_delay.count() > 0;
+    if (closed) throw closed_error();
+    d = depth.load(std::memory_order_relaxed);
   }
+  r->seq = next_seq.fetch_add(1, std::memory_order_relaxed);
+  r->intake_self = r;
+  RequestState* raw = r.get();
+  RequestState* head = intake.load(std::memory_order_relaxed);
+  do {
+    raw->intake_next = head;
+  } while (!intake.compare_exchange_weak(head, raw, std::memory_order_seq_cst, std::memory_order_relaxed));
   counters.submitted.fetch_add(1, std::memory_order_relaxed);
-  if (wake_worker) work_cv.notify_one();
-  if (wake_reaper) reaper_cv.notify_one();
+  // close() may have drained the intake for the last time between the check above and the push:
+  // then this request is failed here (QueueClosedError), never left waiting.
+  if (closed_flag.load(std::memory_order_seq_cst)) fail_leftovers(/*final=*/false);
+  if (sleepers.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard<std::mutex> lock(mu); }  // a worker between its check and its wait holds mu
+    work_cv.notify_one();
+  }
+  if (r->deadline != Clock::time_point::max()) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (r->deadline < reaper_target) {
+      reaper_target = r->deadline;
+      reaper_cv.notify_one();
+    }
+  }
   return BatchFuture(std::move(r));
+}
+
+void BatchQueue::Core::drain_intake() {
+  RequestState* head = intake.exchange(nullptr, std::memory_order_seq_cst);
+  // The stack holds the newest first: reverse it into arrival order.
+  RequestState* fifo = nullptr;
+  while (head) {
+    RequestState* next = head->intake_next;
+    head->intake_next = fifo;
+    fifo = head;
+    head = next;
+  }
+  while (fifo) {
+    RequestState* next = fifo->intake_next;
+    fifo->intake_next = nullptr;
+    Ptr r = std::move(fifo->intake_self);
+    if (detail::live(r)) file(std::move(r));  // cancelled in the intake: dropped here
+    fifo = next;
+  }
+}
+
+void BatchQueue::Core::file(Ptr r) {
+  detail::Lane* lane = nullptr;
+  for (auto& l : lanes) {
+    if (l.key == r->lane_key) {
+      lane = &l;
+      break;
+    }
+  }
+  if (!lane) {
+    lane = &lanes.emplace_back();
+    lane->key = r->lane_key;
+    lane->host = r->in.x.device().kind == DeviceKind::cpu;
+    lane->device = r->in.x.device();
+  }
+  auto lv = std::find_if(lane->levels.begin(), lane->levels.end(), [&](const auto& l) { return l.priority <= r->priority; });
+  if (lv == lane->levels.end() || lv->priority != r->priority) {
+    lv = lane->levels.insert(lv, detail::Lane::Level{});
+    lv->priority = r->priority;
+  }
+  r->lane = lane;
+  lane->rows += r->rows;
+  ++lane->count;
+  if (r->deadline != Clock::time_point::max()) {
+    lv->heap.push_back(std::move(r));
+    std::push_heap(lv->heap.begin(), lv->heap.end(), detail::Later());
+  } else {
+    lv->fifo.push_back(std::move(r));
+  }
 }
 
 void BatchQueue::Core::expire(const Ptr& r, Clock::time_point now) {
@@ -747,6 +804,7 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic
   std::vector<Ptr> expired;
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
+    drain_intake();
     detail::Lane* best = nullptr;
     detail::RequestState* head = nullptr;
     for (auto& lane : lanes) {
@@ -759,14 +817,14 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic
       }
     }
     if (!best) {
-      if (closed) return false;
-      work_cv.wait(lock);
+      if (closed) return false;  // a submit racing close() is failed by close() itself
+      sleep(lock, std::nullopt);
       continue;
     }
     const auto now = Clock::now();
     if (!closed && options.max_delay.count() > 0 && best->rows < options.max_batch_size &&
         now < head->arrival + options.max_delay) {
-      work_cv.wait_until(lock, head->arrival + options.max_delay);
+      sleep(lock, head->arrival + options.max_delay);
       continue;
     }
     // Continuous batching: while this worker's last batch still runs, a new one would only
@@ -783,7 +841,7 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic
         detail::cpu_relax();
       }
       lock.lock();
-      if (in_flight.load(std::memory_order_acquire) > 0) work_cv.wait(lock);
+      if (in_flight.load(std::memory_order_acquire) > 0) sleep(lock, std::nullopt);
       continue;
     }
     plan = detail::BatchPlan();
@@ -811,7 +869,7 @@ bool BatchQueue::Core::next_batch(const Device& worker_device, const std::atomic
       plan.reqs.push_back(std::move(r));
     }
     drop_empty_lanes();
-    const bool more = depth > 0;
+    const bool more = depth.load(std::memory_order_relaxed) > 0 && sleepers.load() > 0;
     if (options.max_queue > 0) room_cv.notify_all();
     if (plan.reqs.empty()) {
       if (!expired.empty()) {
@@ -837,7 +895,11 @@ bool BatchQueue::Core::cancel(RequestState& r) {
   {
     std::lock_guard<std::mutex> lock(mu);
     if (r.current() != RequestStatus::queued) return false;
-    unlink(r);
+    if (r.lane) {
+      unlink(r);
+    } else {
+      depth.fetch_sub(1, std::memory_order_relaxed);  // still in the intake: drain_intake drops it
+    }
     r.status.store(static_cast<int>(RequestStatus::running), std::memory_order_relaxed);  // claimed
     drop_empty_lanes();
   }
@@ -850,7 +912,8 @@ bool BatchQueue::Core::cancel(RequestState& r) {
 void BatchQueue::Core::reap() {
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
-    if (reaper_stop || (closed && depth == 0)) return;
+    drain_intake();
+    if (reaper_stop || (closed && depth.load() == 0)) return;
     const auto now = Clock::now();
     std::vector<Ptr> expired;
     Clock::time_point next = Clock::time_point::max();
@@ -906,13 +969,38 @@ void BatchQueue::Core::start() {
   }
 }
 
+void BatchQueue::Core::fail_leftovers(bool final) {
+  std::vector<Ptr> left;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (final) final_drained = true;
+    if (!final_drained) return;  // close() has not drained yet: it will
+    drain_intake();  // submits that raced close()
+    for (auto& lane : lanes) {
+      for (auto& lv : lane.levels) {
+        for (auto& r : lv.fifo)
+          if (detail::live(r)) left.push_back(r);
+        for (auto& r : lv.heap)
+          if (detail::live(r)) left.push_back(r);
+      }
+    }
+    lanes.clear();
+    depth.store(0);
+  }
+  for (auto& r : left) {
+    counters.failed.fetch_add(1, std::memory_order_relaxed);
+    detail::fulfil(*r, RequestStatus::failed, nullptr, 0,
+                   std::make_exception_ptr(QueueClosedError("BatchQueue: closed before the request ran")));
+  }
+}
+
 void BatchQueue::Core::close() {
   std::call_once(close_once, [&] {
     {
       std::lock_guard<std::mutex> lock(mu);
       closed = true;
     }
-    closed_flag = true;
+    closed_flag.store(true, std::memory_order_seq_cst);
     work_cv.notify_all();
     room_cv.notify_all();
     reaper_cv.notify_all();
@@ -925,26 +1013,7 @@ void BatchQueue::Core::close() {
     if (reaper.joinable()) reaper.join();
     // What a worker could not take (a lane no worker serves cannot exist: submit checks) is
     // failed, so that no future is left waiting.
-    std::vector<Ptr> left;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      for (auto& lane : lanes) {
-        for (auto& lv : lane.levels) {
-          for (auto* c : {&lv.fifo}) {
-            for (auto& r : *c)
-              if (detail::live(r)) left.push_back(r);
-          }
-          for (auto& r : lv.heap)
-            if (detail::live(r)) left.push_back(r);
-        }
-      }
-      lanes.clear();
-      depth = 0;
-    }
-    for (auto& r : left) {
-      counters.failed.fetch_add(1, std::memory_order_relaxed);
-      detail::fulfil(*r, RequestStatus::failed, nullptr, 0, std::make_exception_ptr(QueueClosedError("BatchQueue: closed before the request ran")));
-    }
+    fail_leftovers(/*final=*/true);
   });
 }
 
@@ -1051,10 +1120,7 @@ BatchQueueMetrics BatchQueue::metrics() const {
   m.timed_out = c.counters.timed_out.load(std::memory_order_relaxed);
   m.cancelled = c.counters.cancelled.load(std::memory_order_relaxed);
   m.batches = c.counters.batches.load(std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(core_->mu);
-    m.queue_depth = c.depth;
-  }
+  m.queue_depth = c.depth.load(std::memory_order_relaxed);
   for (const auto& w : c.workers) m.worker_batches.push_back(w->batches());
   m.request_us = c.counters.request_us.snapshot();
   m.queue_us = c.counters.queue_us.snapshot();

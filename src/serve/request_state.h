@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "streampool/batch_future.h"
 #include "streampool/batch_queue.h"
@@ -39,8 +40,15 @@ struct RequestState {
   std::uint64_t seq = 0;
   std::weak_ptr<BatchQueue::Core> queue;  // cancel() reaches the queue through it
 
+  std::string lane_key;               // which lane it joins (BatchQueue::Core::lane_key)
+
+  // ---- the intake (a lock-free stack submit pushes onto; a worker or the reaper moves the
+  // requests into their lanes under the queue's mutex) ----
+  RequestState* intake_next = nullptr;
+  std::shared_ptr<RequestState> intake_self;  // the intake's reference, moved into the lane
+
   // ---- guarded by the queue's mutex while `status` is queued ----
-  Lane* lane = nullptr;
+  Lane* lane = nullptr;  // null while in the intake
 
   // status: queued -> running (a worker took it, under the queue's mutex) -> done | failed;
   // queued -> cancelled | timed_out (under the queue's mutex). Terminal states are set by
