@@ -147,7 +147,6 @@ struct BatchQueue::Core : std::enable_shared_from_this<BatchQueue::Core> {
   std::atomic<std::size_t> depth{0};           // requests accepted and not yet taken, cancelled or expired
   std::atomic<detail::RequestState*> intake{nullptr};
   std::atomic<int> sleepers{0};                // workers waiting on work_cv (counted under mu)
-  std::atomic<std::uint64_t> next_seq{0};      // arrival order
   bool closed = false;
   Clock::time_point reaper_target = Clock::time_point::max();
   bool reaper_stop = false;
@@ -717,14 +716,14 @@ BatchFuture BatchQueue::Core::submit(nn::Input in, const SubmitOptions& so) {
     if (closed) throw closed_error();
     d = depth.load(std::memory_order_relaxed);
   }
-  r->seq = next_seq.fetch_add(1, std::memory_order_relaxed);
+  r->seq = static_cast<std::uint64_t>(r->arrival.time_since_epoch().count());  // arrival order, no shared counter
   r->intake_self = r;
   RequestState* raw = r.get();
   RequestState* head = intake.load(std::memory_order_relaxed);
   do {
     raw->intake_next = head;
   } while (!intake.compare_exchange_weak(head, raw, std::memory_order_seq_cst, std::memory_order_relaxed));
-  counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  counters.submitted.add();
   // close() may have drained the intake for the last time between the check above and the push:
   // then this request is failed here (QueueClosedError), never left waiting.
   if (closed_flag.load(std::memory_order_seq_cst)) fail_leftovers(/*final=*/false);
@@ -1113,7 +1112,7 @@ const BatchOptions& BatchQueue::options() const { return core_->options; }
 BatchQueueMetrics BatchQueue::metrics() const {
   const Core& c = *core_;
   BatchQueueMetrics m;
-  m.submitted = c.counters.submitted.load(std::memory_order_relaxed);
+  m.submitted = c.counters.submitted.load();
   m.rejected = c.counters.rejected.load(std::memory_order_relaxed);
   m.completed = c.counters.completed.load(std::memory_order_relaxed);
   m.failed = c.counters.failed.load(std::memory_order_relaxed);

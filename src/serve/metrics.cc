@@ -35,6 +35,18 @@ std::vector<double> size_bounds() {
 }
 }  // namespace
 
+void ShardedCounter::add(std::uint64_t n) {
+  static std::atomic<unsigned> next{0};
+  thread_local const unsigned shard = next.fetch_add(1, std::memory_order_relaxed) % kShards;
+  shards_[shard].v.fetch_add(n, std::memory_order_relaxed);
+}
+
+std::uint64_t ShardedCounter::load() const {
+  std::uint64_t sum = 0;
+  for (const auto& s : shards_) sum += s.v.load(std::memory_order_relaxed);
+  return sum;
+}
+
 AtomicHistogram::AtomicHistogram(std::vector<double> bounds)
     : bounds_(std::move(bounds)), counts_(new std::atomic<std::uint64_t>[bounds_.size() + 1]) {
   for (std::size_t i = 0; i <= bounds_.size(); ++i) counts_[i].store(0, std::memory_order_relaxed);

@@ -27,9 +27,25 @@ class AtomicHistogram {
   std::atomic<std::uint64_t> sum_milli_{0};  // sum * 1000, so an integer add suffices
 };
 
+// A counter many threads add to at once: one cache line per shard, a thread's shard fixed by a
+// thread-local index, so concurrent adds do not contend on one line.
+class ShardedCounter {
+ public:
+  void add(std::uint64_t n = 1);
+  std::uint64_t load() const;
+
+ private:
+  static constexpr int kShards = 16;
+  struct alignas(64) Shard {
+    std::atomic<std::uint64_t> v{0};
+  };
+  Shard shards_[kShards];
+};
+
 struct QueueCounters {
   QueueCounters();
-  std::atomic<std::uint64_t> submitted{0}, rejected{0}, completed{0}, failed{0}, timed_out{0}, cancelled{0}, batches{0};
+  ShardedCounter submitted;  // every client thread adds to it
+  std::atomic<std::uint64_t> rejected{0}, completed{0}, failed{0}, timed_out{0}, cancelled{0}, batches{0};
   AtomicHistogram request_us, queue_us, compute_us, batch_size;
 };
 

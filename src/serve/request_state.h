@@ -37,7 +37,7 @@ struct RequestState {
   Clock::time_point arrival;
   Clock::time_point deadline = Clock::time_point::max();
   int priority = 0;
-  std::uint64_t seq = 0;
+  std::uint64_t seq = 0;               // arrival order (the arrival time in clock ticks)
   std::weak_ptr<BatchQueue::Core> queue;  // cancel() reaches the queue through it
 
   std::string lane_key;               // which lane it joins (BatchQueue::Core::lane_key)
