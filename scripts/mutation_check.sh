@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Tests that can fail: applies deliberate breakages one at a time in a scratch copy of the tree
+# (HEAD plus the working tree's tracked changes), rebuilds the CPU preset there, runs the CPU
+# suites, and prints for each breakage the tests that caught it. Exit 1 if a breakage was caught
+# by no test (or could not be applied: the anchor text it patches was not found).
+#   scripts/mutation_check.sh [NAME...]     (default: every breakage below)
+# Environment: MUTATION_DIR (scratch, default /tmp/streampool-mutation), JOBS (build jobs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+DIR=${MUTATION_DIR:-/tmp/streampool-mutation}
+JOBS=${JOBS:-$(nproc)}
+SUITES="unit stress concurrency graph batch"
+
+# name|file|anchor|replacement  (the first occurrence of anchor is replaced; \n is a newline)
+MUTATIONS=(
+  'stream_wait_noop|src/core/stream.cc|void Stream::wait(const Event\& event) const {\n|void Stream::wait(const Event\& event) const {\n  if (true) return;  // MUTATION\n'
+  'record_stream_noop|src/memory/caching_allocator.cc|void record_stream(const DataPtr\& ptr, const Stream\& stream) {\n|void record_stream(const DataPtr\& ptr, const Stream\& stream) {\n  if (true) return;  // MUTATION\n'
+  'no_oom_ladder|src/memory/caching_allocator.cc|    if (!ptr) {\n      ++stats_.retries;\n      release_cached(lock);|    if (false) {  // MUTATION\n      ++stats_.retries;\n      release_cached(lock);'
+  'no_oom_ladder_rung2|src/memory/caching_allocator.cc|    if (!ptr \&\& !pending_.empty()) {|    if (false \&\& !ptr \&\& !pending_.empty()) {  // MUTATION'
+  'hand_over_noop|src/tensor/tensor.cc|void hand_over(const Tensor\& t, const Stream\& consumer) {\n|void hand_over(const Tensor\& t, const Stream\& consumer) {\n  if (true) return;  // MUTATION\n'
+  'fork_guard_off|src/core/fork_guard.h|inline void check_not_forked() {\n|inline void check_not_forked() {\n  if (true) return;  // MUTATION\n'
+  'queue_rows_offset|src/serve/batch_future.cc|t.slice(0, r.row0, r.row0 + r.rows)|t.slice(0, 0, r.rows)  /* MUTATION */'
+  'queue_no_drain|src/serve/batch_queue.cc|    if (!best) {\n      if (closed) return false;|    if (closed) return false;  // MUTATION\n    if (!best) {\n      if (closed) return false;'
+  'queue_no_reaper|src/serve/batch_queue.cc|void BatchQueue::Core::reap() {\n|void BatchQueue::Core::reap() {\n  if (true) return;  // MUTATION\n'
+  'queue_no_cancel|src/serve/batch_queue.cc|    if (r.current() != RequestStatus::queued) return false;\n    if (r.lane) {|    if (true) return false;  // MUTATION\n    if (r.lane) {'
+)
+
+want=("$@")
+selected() { [ ${#want[@]} -eq 0 ] && return 0; for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+
+echo "mutation check: scratch copy in $DIR"
+rm -rf "$DIR" && mkdir -p "$DIR"
+git ls-files -z | xargs -0 -I{} cp --parents {} "$DIR"/ 2>/dev/null
+cd "$DIR"
+cmake --preset cpu >/dev/null || { echo "mutation check: configure failed"; exit 2; }
+build() { cmake --build --preset cpu -j "$JOBS" >/tmp/mutation_build.log 2>&1; }
+build || { echo "mutation check: the unmodified tree does not build"; tail -20 /tmp/mutation_build.log; exit 2; }
+
+run_suites() {  # prints the failed tests (or "crashed: binary") of every suite
+  local out
+  for s in $SUITES; do
+    out=$(STREAMPOOL_TEST_EXIT_RUNS=10 timeout 900 build/cpu/tests/streampool_${s}_tests --gtest_filter='*cpu*:-*cuda*' 2>&1)
+    local rc=$?
+    local failed
+    failed=$(grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$out" | sed 's/^\[  FAILED  \] //; s/, where.*//' | sort -u)
+    if [ -n "$failed" ]; then echo "$failed"; elif [ $rc -ne 0 ]; then echo "crashed or timed out: streampool_${s}_tests (status $rc)"; fi
+  done
+}
+
+echo "mutation check: baseline run (must be clean)"
+base=$(run_suites)
+if [ -n "$base" ]; then echo "mutation check: the unmodified tree fails:"; echo "$base"; exit 2; fi
+
+status=0
+for m in "${MUTATIONS[@]}"; do
+  IFS='|' read -r name file anchor repl <<<"$m"
+  selected "$name" || continue
+  cp "$file" "$file.orig"
+  if ! python3 - "$file" "$anchor" "$repl" <<'PY'
+import sys
+path, anchor, repl = sys.argv[1], sys.argv[2].replace('\\n', '\n').replace('\\&', '&'), sys.argv[3].replace('\\n', '\n').replace('\\&', '&')
+s = open(path).read()
+if anchor not in s:
+    sys.exit(1)
+open(path, 'w').write(s.replace(anchor, repl, 1))
+PY
+  then
+    echo "== $name: NOT APPLIED (anchor not found in $file)"
+    status=1
+    continue
+  fi
+  if ! build; then
+    echo "== $name: does not build"; tail -5 /tmp/mutation_build.log; status=1
+  else
+    caught=$(run_suites)
+    if [ -z "$caught" ]; then
+      echo "== $name: NOT CAUGHT by any test"
+      status=1
+    else
+      echo "== $name: caught by $(wc -l <<<"$caught") test(s):"
+      sed 's/^/     /' <<<"$caught"
+    fi
+  fi
+  mv "$file.orig" "$file"
+done
+build
+exit $status
