@@ -393,12 +393,17 @@ class BatchQueue::Core::Worker {
       if (f.stop) break;
       complete(f);
       give_slot(f.slot);
-      in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-      {
-        std::lock_guard<std::mutex> lock(core_.mu);  // a launcher waiting for this batch checked under it
-      }
-      core_.work_cv.notify_all();
     }
+  }
+
+  // The batch's device work is over: a launcher waiting for it (continuous batching) may form
+  // the next batch while this thread still fulfils the requests.
+  void batch_done() {
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    {
+      std::lock_guard<std::mutex> lock(core_.mu);  // a launcher waiting for this batch checked under it
+    }
+    core_.work_cv.notify_all();
   }
 
   void complete(Flight& f) {
@@ -446,6 +451,7 @@ class BatchQueue::Core::Worker {
       } catch (...) {
       }
     }
+    batch_done();
     const auto now = Clock::now();
     core_.counters.compute_us.observe(detail::us_between(f.start, now));
     core_.counters.batch_size.observe(static_cast<double>(p.rows));
