@@ -83,6 +83,7 @@ PY
     fi
   fi
   mv "$file.orig" "$file"
+  touch "$file"  # newer than the objects built from the mutated copy, so the next build redoes them
 done
 build
 exit $status
