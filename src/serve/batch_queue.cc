@@ -202,13 +202,18 @@ class BatchQueue::Core::Worker {
     for (auto& s : slots_) free_.push_back(&s);
   }
   ~Worker() {
-    Backend* b = nullptr;
-    for (auto& s : slots_) {
-      for (void* p : {s.in, s.out}) {
-        if (!p) continue;
-        if (!b) b = &detail::device_pool(spec_.device).backend;
-        b->deallocate_pinned(p);
+    // Page-locked buffers go back to the driver; where it refuses (the process is past its CUDA
+    // teardown) they are left to the operating system, never an exception out of a destructor.
+    try {
+      Backend* b = nullptr;
+      for (auto& s : slots_) {
+        for (void* p : {s.in, s.out}) {
+          if (!p) continue;
+          if (!b) b = &detail::device_pool(spec_.device).backend;
+          b->deallocate_pinned(p);
+        }
       }
+    } catch (...) {
     }
   }
   void start() {
