@@ -11,6 +11,7 @@ SRC=$PWD
 DIR=${MUTATION_DIR:-/tmp/streampool-mutation}
 JOBS=${JOBS:-$(nproc)}
 SUITES="unit stress concurrency graph batch"
+CTESTS="cli_bench"  # CTest entries run too (the CLI checks)
 
 # name|file|anchor|replacement  (the first occurrence of anchor is replaced; \n is a newline)
 MUTATIONS=(
@@ -23,6 +24,7 @@ MUTATIONS=(
   'queue_rows_offset|src/serve/batch_future.cc|t.slice(0, r.row0, r.row0 + r.rows)|t.slice(0, 0, r.rows)  /* MUTATION */'
   'queue_no_drain|src/serve/batch_queue.cc|    if (!best) {\n      if (closed) return false;|    if (closed) return false;  // MUTATION\n    if (!best) {\n      if (closed) return false;'
   'queue_no_reaper|src/serve/batch_queue.cc|void BatchQueue::Core::reap() {\n|void BatchQueue::Core::reap() {\n  if (true) return;  // MUTATION\n'
+  'bench_check_off|tools/bench.cc|  for (auto\& a : accs) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));|  (void)accs;  // MUTATION'
   'queue_no_cancel|src/serve/batch_queue.cc|    if (r.current() != RequestStatus::queued) return false;\n    if (r.lane) {|    if (true) return false;  // MUTATION\n    if (r.lane) {'
 )
 
@@ -46,6 +48,7 @@ run_suites() {  # prints the failed tests (or "crashed: binary") of every suite
     failed=$(grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$out" | sed 's/^\[  FAILED  \] //; s/, where.*//' | sort -u)
     if [ -n "$failed" ]; then echo "$failed"; elif [ $rc -ne 0 ]; then echo "crashed or timed out: streampool_${s}_tests (status $rc)"; fi
   done
+  (cd build/cpu && ctest -R "$CTESTS" 2>&1 | sed -n 's/^[[:space:]]*[0-9]* - \(.*\) (.*)$/ctest: \1/p')
 }
 
 echo "mutation check: baseline run (must be clean)"

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -71,6 +72,11 @@ Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const
   for (int t = 0; t < threads; ++t) {
     inputs.push_back(w.input(t));
     refs.push_back(w.model->forward(inputs.back()).y);
+  }
+  // Tests only: a wrong reference for the last thread, so that a test can see the per-request
+  // check fail the run (scripts/mutation_check.sh disables the check and expects that test to fail).
+  if (const char* plant = std::getenv("STREAMPOOL_BENCH_PLANT_MISMATCH"); plant && std::string(plant) == "1") {
+    refs.back() = add(refs.back(), full({1}, 1.0, refs.back().dtype(), dev));
   }
   current_stream(dev).synchronize();
   reset_peak_stats(dev);
