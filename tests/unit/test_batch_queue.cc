@@ -321,8 +321,8 @@ TEST_P(BatchQueueTest, DeadlineExpiresWhileWorkersAreBusyAndTheRequestIsNotRun) 
   EXPECT_GE(waited, 20ms);
   EXPECT_FALSE(busy.ready()) << "the timeout waited for the running batch";
   EXPECT_EQ(late.status(), RequestStatus::timed_out);
+  p->open_gate();  // before any blocking get: a failure above must not hang the test
   EXPECT_THROW(late.get(), TimeoutError);
-  p->open_gate();
   busy.get();
   EXPECT_EQ(q.submit(row(2)).get().y.to_float_vector()[0], 4.0f);
   const auto seen = p->seen_rows();
@@ -341,8 +341,9 @@ TEST_P(BatchQueueTest, CancelRemovesAWaitingRequest) {
   BatchFuture keeper = q.submit(row(56));
   EXPECT_TRUE(victim.cancel());
   EXPECT_FALSE(victim.cancel());
+  EXPECT_EQ(victim.status(), RequestStatus::cancelled);
+  p->open_gate();  // before any blocking get: a failure above must not hang the test
   EXPECT_THROW(victim.get(), CancelledError);
-  p->open_gate();
   EXPECT_EQ(keeper.get().y.to_float_vector()[0], 112.0f);
   EXPECT_FALSE(busy.cancel());
   const auto seen = p->seen_rows();
