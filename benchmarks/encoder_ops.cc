@@ -8,17 +8,13 @@
 
 #include <cstdlib>
 
+#include "bench_device.h"
 #include "streampool/streampool.h"
 
 using namespace streampool;
 
 namespace {
 
-Device bench_device() {
-  if (const char* d = std::getenv("STREAMPOOL_BENCH_DEVICE")) return Device::parse(d);
-  return is_compiled(DeviceKind::cuda) && device_count(DeviceKind::cuda) > 0 ? Device(DeviceKind::cuda, 0)
-                                                                             : Device(DeviceKind::cpu);
-}
 const Device kDev = bench_device();
 const DType kDt = kDev.kind == DeviceKind::cpu ? DType::float32 : DType::float16;
 constexpr std::int64_t S = 128, E = 512, H = 8, F = 2048;

@@ -8,17 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "bench_device.h"
 #include "streampool/streampool.h"
 
 using namespace streampool;
 
 namespace {
 
-Device bench_device() {
-  if (const char* d = std::getenv("STREAMPOOL_BENCH_DEVICE")) return Device::parse(d);
-  return is_compiled(DeviceKind::cuda) && device_count(DeviceKind::cuda) > 0 ? Device(DeviceKind::cuda, 0)
-                                                                             : Device(DeviceKind::cpu);
-}
 
 const Device kDev = bench_device();
 double g_copy_gbps = 0;  // written by the copy benchmark, which runs first

@@ -132,28 +132,10 @@ Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const
   const double host_at_end = rss_mb();
   for (auto& th : pool) th.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  for (const auto& e : errors) {
-    if (!e.empty()) {
-      r.ok = false;
-      r.error = e;
-      return r;
-    }
-  }
-  std::vector<double> all;
-  for (auto& L : lats) all.insert(all.end(), L.begin(), L.end());
-  std::sort(all.begin(), all.end());
-  r.reqs = all.size();
-  r.rps = static_cast<double>(r.reqs) / wall;
-  if (!all.empty()) {
-    r.p50 = all[all.size() / 2];
-    r.p99 = all[std::min(all.size() - 1, static_cast<std::size_t>(static_cast<double>(all.size()) * 0.99))];
-  }
+  if (take_error(r, errors)) return r;
+  latency_figures(r, lats, wall);
   for (auto& a : accs) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));
-  MemoryStats ms = memory_stats(dev);
-  r.dev_peak_mb = static_cast<double>(ms.reserved_peak) / 1e6;
-  r.dev_growth_mb = (static_cast<double>(ms.reserved_bytes) - static_cast<double>(dev_after_warm)) / 1e6;
-  r.host_peak_mb = peak_rss_mb();
-  r.host_growth_mb = host_at_end - host_after_warm;
+  memory_figures(r, dev, dev_after_warm, host_after_warm, host_at_end);
   if (!(r.max_err <= tolerance(dt))) {
     r.ok = false;
     r.error = "output differs from the single-thread reference by " + std::to_string(r.max_err);

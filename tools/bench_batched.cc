@@ -210,22 +210,8 @@ Result run_batched(const bench::Workload& w, const BatchedConfig& c) {
   const double host_at_end = rss_mb();
   for (auto& th : pool) th.join();
   queue->close();
-  for (const auto& e : errors) {
-    if (!e.empty()) {
-      r.ok = false;
-      r.error = e;
-      return r;
-    }
-  }
-  std::vector<double> all;
-  for (auto& L : lats) all.insert(all.end(), L.begin(), L.end());
-  std::sort(all.begin(), all.end());
-  r.reqs = all.size();
-  r.rps = static_cast<double>(r.reqs) / wall;
-  if (!all.empty()) {
-    r.p50 = all[all.size() / 2];
-    r.p99 = all[std::min(all.size() - 1, static_cast<std::size_t>(static_cast<double>(all.size()) * 0.99))];
-  }
+  if (take_error(r, errors)) return r;
+  latency_figures(r, lats, wall);
   const Histogram bs = minus(after.batch_size, before.batch_size);
   const Histogram qh = minus(after.queue_us, before.queue_us), ch = minus(after.compute_us, before.compute_us);
   r.batch_mean = bs.mean();
@@ -236,11 +222,7 @@ Result run_batched(const bench::Workload& w, const BatchedConfig& c) {
   for (double e : host_err) r.max_err = std::max(r.max_err, e);
   for (auto& a : accs)
     if (a.defined()) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));
-  MemoryStats ms = memory_stats(dev);
-  r.dev_peak_mb = static_cast<double>(ms.reserved_peak) / 1e6;
-  r.dev_growth_mb = (static_cast<double>(ms.reserved_bytes) - static_cast<double>(dev_after_warm)) / 1e6;
-  r.host_peak_mb = peak_rss_mb();
-  r.host_growth_mb = host_at_end - host_after_warm;
+  memory_figures(r, dev, dev_after_warm, host_after_warm, host_at_end);
   // A batch rounds its GEMMs as a larger M does: a little more slack than the same-shape
   // comparison of the other modes, still far below what a swapped result gives.
   const double tol = w.dtype == DType::float32 ? 1e-4 : 3e-2;

@@ -8,7 +8,10 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <vector>
+#include <algorithm>
 
+#include "streampool/allocator.h"
 #include "streampool/dtype.h"
 
 namespace streampool::tools {
@@ -47,5 +50,40 @@ struct Result {
 // Tolerance for "same as the single-thread reference": kernels are deterministic, so outputs
 // should be identical; a little slack absorbs nothing but genuine corruption.
 inline double tolerance(DType dt) { return dt == DType::float32 ? 1e-5 : 1e-2; }
+
+// The first thread's error, if any, into `r` (ok = false); true if there was one.
+inline bool take_error(Result& r, const std::vector<std::string>& errors) {
+  for (const auto& e : errors) {
+    if (!e.empty()) {
+      r.ok = false;
+      r.error = e;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Requests, requests/s over `wall` seconds, p50 and p99 from every thread's latencies (ms).
+inline void latency_figures(Result& r, const std::vector<std::vector<double>>& lats, double wall) {
+  std::vector<double> all;
+  for (const auto& L : lats) all.insert(all.end(), L.begin(), L.end());
+  std::sort(all.begin(), all.end());
+  r.reqs = all.size();
+  r.rps = static_cast<double>(r.reqs) / wall;
+  if (!all.empty()) {
+    r.p50 = all[all.size() / 2];
+    r.p99 = all[std::min(all.size() - 1, static_cast<std::size_t>(static_cast<double>(all.size()) * 0.99))];
+  }
+}
+
+// Device peak and growth since warm-up, host peak and growth.
+inline void memory_figures(Result& r, const Device& dev, std::size_t dev_after_warm, double host_after_warm,
+                           double host_at_end) {
+  const MemoryStats ms = memory_stats(dev);
+  r.dev_peak_mb = static_cast<double>(ms.reserved_peak) / 1e6;
+  r.dev_growth_mb = (static_cast<double>(ms.reserved_bytes) - static_cast<double>(dev_after_warm)) / 1e6;
+  r.host_peak_mb = peak_rss_mb();
+  r.host_growth_mb = host_at_end - host_after_warm;
+}
 
 }  // namespace streampool::tools

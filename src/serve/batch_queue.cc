@@ -603,11 +603,10 @@ void BatchQueue::Core::check_request(RequestState& r) const {
     if (in.token_type_ids.dtype() != DType::int64) bad("token_type_ids must be int64");
     if (in.token_type_ids.device() != x.device()) bad("token_type_ids must be on x's device");
   }
-  // Host tensors are read by the workers' host code: ready and contiguous now. The submitter's
-  // CPU stream is idle in the common case (query is a lock-free check then).
-  if (host || in.key_padding_mask.defined() || in.attention_mask.defined()) {
-    if (auto s = detail::current_stream_if_set(Device(DeviceKind::cpu)); s && !s->query()) s->synchronize();
-  }
+  // Host tensors are read by the workers' host code: ready and contiguous now (one wait covers
+  // both: contiguous() queues behind the work that made them). The submitter's CPU stream is
+  // idle in the common case, and query() is then a quick check. Masks are read below by
+  // to_float_vector, which waits for their own stream.
   if (host) {
     if (!r.in.x.is_contiguous()) r.in.x = r.in.x.contiguous();
     if (r.in.token_type_ids.defined() && !r.in.token_type_ids.is_contiguous()) r.in.token_type_ids = r.in.token_type_ids.contiguous();

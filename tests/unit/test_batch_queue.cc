@@ -381,57 +381,57 @@ TEST_P(BatchQueueTest, PriorityThenEarliestDeadlineThenArrival) {
 
 // Each full-queue policy: reject at once; block with a timeout; block until there is room.
 TEST_P(BatchQueueTest, FullQueuePolicies) {
-  auto p = probe(device);
-  BatchOptions o;
-  o.max_queue = 2;
-  o.max_batch_size = 1;
-  o.full_policy = FullPolicy::reject;
+  // A queue of max_queue 2 made full: one request held running at the gate, two waiting.
+  struct Full {
+    std::shared_ptr<Probe> p;
+    std::unique_ptr<BatchQueue> q;
+    BatchFuture running, a, b;
+  };
+  auto full = [&](FullPolicy policy, std::chrono::microseconds timeout) {
+    BatchOptions o;
+    o.max_queue = 2;
+    o.max_batch_size = 1;
+    o.full_policy = policy;
+    o.full_timeout = timeout;
+    Full f;
+    f.p = probe(device);
+    f.q = std::make_unique<BatchQueue>(f.p, o);
+    f.p->close_gate();
+    f.running = f.q->submit(row(1));
+    f.p->wait_entered(1);
+    f.a = f.q->submit(row(2));
+    f.b = f.q->submit(row(3));
+    return f;
+  };
   {
-    BatchQueue q(p, o);
-    p->close_gate();
-    BatchFuture running = q.submit(row(1));
-    p->wait_entered(1);
-    BatchFuture a = q.submit(row(2)), b = q.submit(row(3));
-    EXPECT_EQ(q.metrics().queue_depth, 2u);
-    EXPECT_THROW(q.submit(row(4)), QueueFullError);
-    p->open_gate();
-    running.get();
-    a.get();
-    b.get();
-    EXPECT_EQ(q.metrics().rejected, 1u);
+    Full f = full(FullPolicy::reject, 0us);
+    EXPECT_EQ(f.q->metrics().queue_depth, 2u);
+    EXPECT_THROW(f.q->submit(row(4)), QueueFullError);
+    f.p->open_gate();
+    f.running.get();
+    f.a.get();
+    f.b.get();
+    EXPECT_EQ(f.q->metrics().rejected, 1u);
   }
-  o.full_policy = FullPolicy::block;
-  o.full_timeout = 30ms;
   {
-    p = probe(device);
-    BatchQueue q(p, o);
-    p->close_gate();
-    BatchFuture running = q.submit(row(1));
-    p->wait_entered(1);
-    BatchFuture a = q.submit(row(2)), b = q.submit(row(3));
+    Full f = full(FullPolicy::block, 30ms);
     const auto t0 = std::chrono::steady_clock::now();
-    EXPECT_THROW(q.submit(row(4)), QueueFullError);
+    EXPECT_THROW(f.q->submit(row(4)), QueueFullError);
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
-    p->open_gate();
-    running.get();
+    f.p->open_gate();
+    f.running.get();
   }
-  o.full_timeout = 0us;
   {
-    p = probe(device);
-    BatchQueue q(p, o);
-    p->close_gate();
-    BatchFuture running = q.submit(row(1));
-    p->wait_entered(1);
-    BatchFuture a = q.submit(row(2)), b = q.submit(row(3));
+    Full f = full(FullPolicy::block, 0us);
     std::atomic<bool> returned{false};
     BatchFuture c;
     std::thread blocked([&] {
-      c = q.submit(row(4));
+      c = f.q->submit(row(4));
       returned = true;
     });
     std::this_thread::sleep_for(50ms);
     EXPECT_FALSE(returned) << "submit did not block on a full queue";
-    p->open_gate();
+    f.p->open_gate();
     blocked.join();
     EXPECT_EQ(c.get().y.to_float_vector()[0], 8.0f);
   }
