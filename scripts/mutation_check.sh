@@ -5,6 +5,11 @@
 # by no test (or could not be applied: the anchor text it patches was not found).
 #   scripts/mutation_check.sh [NAME...]     (default: every breakage below)
 # Environment: MUTATION_DIR (scratch, default /tmp/streampool-mutation), JOBS (build jobs).
+# MUTATION_LIB_OUT=DIR: for a GPU machine instead. Builds the `default` preset (with CUDA) and,
+# for each selected breakage, copies the broken library to DIR/NAME/ without running anything;
+# there, LD_LIBRARY_PATH=DIR/NAME makes the test binaries of a default build use it (they find
+# their library through RUNPATH, which LD_LIBRARY_PATH overrides), e.g.
+#   LD_LIBRARY_PATH=DIR/stream_wait_noop build/default/tests/streampool_unit_tests --gtest_filter='*Hazard*cuda*'
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
@@ -35,8 +40,17 @@ echo "mutation check: scratch copy in $DIR"
 rm -rf "$DIR" && mkdir -p "$DIR"
 git ls-files -z | xargs -0 -I{} cp --parents {} "$DIR"/ 2>/dev/null
 cd "$DIR"
-cmake --preset cpu >/dev/null || { echo "mutation check: configure failed"; exit 2; }
-build() { cmake --build --preset cpu -j "$JOBS" >/tmp/mutation_build.log 2>&1; }
+PRESET=cpu
+LIB_OUT=${MUTATION_LIB_OUT:-}
+if [ -n "$LIB_OUT" ]; then
+  PRESET=default
+  mkdir -p "$LIB_OUT" && LIB_OUT=$(cd "$LIB_OUT" && pwd)
+fi
+cmake --preset $PRESET >/dev/null || { echo "mutation check: configure failed"; exit 2; }
+build() {
+  if [ -n "$LIB_OUT" ]; then cmake --build --preset $PRESET -j "$JOBS" --target streampool >/tmp/mutation_build.log 2>&1
+  else cmake --build --preset $PRESET -j "$JOBS" >/tmp/mutation_build.log 2>&1; fi
+}
 build || { echo "mutation check: the unmodified tree does not build"; tail -20 /tmp/mutation_build.log; exit 2; }
 
 run_suites() {  # prints the failed tests (or "crashed: binary") of every suite
@@ -51,9 +65,13 @@ run_suites() {  # prints the failed tests (or "crashed: binary") of every suite
   (cd build/cpu && ctest -R "$CTESTS" 2>&1 | sed -n 's/^[[:space:]]*[0-9]* - \(.*\) (.*)$/ctest: \1/p')
 }
 
+if [ -n "$LIB_OUT" ]; then
+  echo "mutation check: broken libraries for a GPU machine go to $LIB_OUT"
+else
 echo "mutation check: baseline run (must be clean)"
 base=$(run_suites)
 if [ -n "$base" ]; then echo "mutation check: the unmodified tree fails:"; echo "$base"; exit 2; fi
+fi
 
 status=0
 for m in "${MUTATIONS[@]}"; do
@@ -75,6 +93,9 @@ PY
   fi
   if ! build; then
     echo "== $name: does not build"; tail -5 /tmp/mutation_build.log; status=1
+  elif [ -n "$LIB_OUT" ]; then
+    mkdir -p "$LIB_OUT/$name" && cp -P build/$PRESET/libstreampool.so* "$LIB_OUT/$name/"
+    echo "== $name: library in $LIB_OUT/$name"
   else
     caught=$(run_suites)
     if [ -z "$caught" ]; then

@@ -235,15 +235,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--plot", o->plot_path, "Write an SVG plot of throughput and p99 against threads");
   cmd->add_option("--compare", o->compare_path, "JSON lines of another run or an anchor: adds the ratio against it");
   cmd->callback([o, exit_code] {
-    Device dev;
-    if (o->device.empty()) {
-      const bool gpu = is_compiled(DeviceKind::cuda) && device_count(DeviceKind::cuda) > 0;
-      dev = gpu ? Device(DeviceKind::cuda, 0) : Device(DeviceKind::cpu);
-      if (!gpu) std::fprintf(stderr, "bench: no usable GPU, running on the CPU\n");
-    } else {
-      dev = Device::parse(o->device);
-    }
-    check_device(dev);
+    const Device dev = pick_device(o->device, "bench");
     const DType dt = parse_float_dtype("--dtype", o->dtype);
     const bool cpu = dev.kind == DeviceKind::cpu;
     if (o->duration && !(std::isfinite(*o->duration) && *o->duration > 0 && *o->duration <= 86400)) {

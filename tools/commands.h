@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "streampool/device.h"
 #include "streampool/dtype.h"
 
 namespace streampool::tools {
@@ -11,6 +12,10 @@ namespace streampool::tools {
 // The floating dtype a flag names (float32, float16, bfloat16 and their aliases); one
 // InvalidArgument naming the flag for anything else (int64 included).
 DType parse_float_dtype(const std::string& flag, const std::string& text);
+
+// The device a --device flag names, checked usable; empty: cuda:0 where a GPU is usable, else the
+// CPU (saying so on stderr, prefixed with `command`).
+Device pick_device(const std::string& flag_value, const char* command);
 
 // Adds `diag`; the callback stores the exit status in `*exit_code`.
 void add_diag_command(CLI::App& app, int* exit_code);
@@ -20,5 +25,7 @@ void add_inspect_command(CLI::App& app, int* exit_code);
 void add_golden_command(CLI::App& app, int* exit_code);
 // Adds `bench` (bench/WORKLOADS.md).
 void add_bench_command(CLI::App& app, int* exit_code);
+// Adds `soak` (mixed workloads and modes for minutes: failures, latency, memory growth).
+void add_soak_command(CLI::App& app, int* exit_code);
 
 }  // namespace streampool::tools

@@ -1,6 +1,9 @@
 // Flag values shared by the subcommands.
 
 #include "commands.h"
+
+#include <cstdio>
+
 #include "streampool/error.h"
 
 namespace streampool::tools {
@@ -14,6 +17,19 @@ DType parse_float_dtype(const std::string& flag, const std::string& text) {
   }
   if (!is_floating(t)) throw InvalidArgument(flag + ": '" + text + "' is not float32, float16 or bfloat16");
   return t;
+}
+
+Device pick_device(const std::string& flag_value, const char* command) {
+  Device dev;
+  if (flag_value.empty()) {
+    const bool gpu = is_compiled(DeviceKind::cuda) && device_count(DeviceKind::cuda) > 0;
+    dev = gpu ? Device(DeviceKind::cuda, 0) : Device(DeviceKind::cpu);
+    if (!gpu) std::fprintf(stderr, "%s: no usable GPU, running on the CPU\n", command);
+  } else {
+    dev = Device::parse(flag_value);
+  }
+  check_device(dev);
+  return dev;
 }
 
 }  // namespace streampool::tools

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   streampool::tools::add_inspect_command(app, &exit_code);
   streampool::tools::add_golden_command(app, &exit_code);
   streampool::tools::add_bench_command(app, &exit_code);
+  streampool::tools::add_soak_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

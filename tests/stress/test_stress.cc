@@ -1,4 +1,5 @@
-// Stress counterparts of the MPS suite: extended stress (3), max streams (13: 31 threads x 100
+// Stress counterparts of the MPS suite: extended stress (3: mixed churn, and 8 x 100, 16 x 50,
+// 4 x 20 at 1024^2), max streams (13: 31 threads x 100
 // iterations), wraparound with 1,000 sequential threads (8), and synchronize during active
 // use (18). The tsan preset runs these under ThreadSanitizer in CI.
 
@@ -126,5 +127,47 @@ TEST_P(StressTest, ExtendedMixedChurnGuardsAndEvents) {
   EXPECT_EQ(wrong, 0);
   EXPECT_EQ(leased_stream_count(device), 0);
 }
+
+namespace {
+
+// The MPS suite's extended stress (3): `threads` threads x `iters` iterations of a matmul chain
+// on (n x n) matrices, each thread its own input and its own expected output (computed here
+// first, one thread at a time); every iteration's result must equal it bit for bit.
+void matmul_stress(const Device& device, int threads, int iters, std::int64_t n) {
+  const DType f = DType::float32;
+  Tensor w = randn({n, n}, f, device, 7);
+  auto chain = [&](const Tensor& x) { return relu(add(matmul(x, w), x)); };
+  std::vector<Tensor> inputs;
+  std::vector<std::vector<float>> refs;
+  for (int t = 0; t < threads; ++t) {
+    inputs.push_back(randn({n, n}, f, device, 100 + t));
+    refs.push_back(chain(inputs.back()).to_vector<float>());
+  }
+  ASSERT_NE(refs[0], refs[1]);
+  std::atomic<int> wrong{0}, errors{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        Tensor x = empty(inputs[t].shape(), f, device);
+        x.copy_from(inputs[t]);  // on this thread's stream
+        start.arrive_and_wait();
+        for (int i = 0; i < iters; ++i) wrong += chain(x).to_vector<float>() != refs[t];
+      } catch (const std::exception& e) {
+        if (++errors < 3) ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(wrong, 0) << threads << " x " << iters << " at " << n << "^2";
+}
+
+}  // namespace
+
+TEST_P(StressTest, ExtendedEightThreadsHundredIterations) { matmul_stress(device, 8, 100, 256); }
+TEST_P(StressTest, ExtendedSixteenThreadsFiftyIterations) { matmul_stress(device, 16, 50, 256); }
+TEST_P(StressTest, ExtendedFourThreadsTwentyIterationsAt1024) { matmul_stress(device, 4, 20, 1024); }
 
 INSTANTIATE_TEST_SUITE_P(Devices, StressTest, STREAMPOOL_DEVICES, test::param_name);

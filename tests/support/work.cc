@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "core/backend_interface.h"
 #include "core/runtime.h"
@@ -13,6 +15,9 @@
 #include <cuda_runtime.h>
 namespace streampool::detail {
 cudaError_t launch_self_test_kernel(float* out, int n, float scale, float shift, cudaStream_t stream);
+}
+namespace streampool::test {
+cudaError_t launch_slow_fill(float* out, int n, float value, int spin_us, cudaStream_t stream);  // kernels.cu
 }
 #endif
 
@@ -63,6 +68,43 @@ std::size_t Work::run_once(float scale) {
   Stream s = current_stream(device_);
   submit(s, scale);
   return check(s, scale);
+}
+
+DeviceBuffer::DeviceBuffer(const Device& device, std::size_t n) : device_(device), n_(n) {
+  ptr_ = static_cast<float*>(detail::backend(device.kind).allocate(device, n * sizeof(float)));
+}
+
+DeviceBuffer::~DeviceBuffer() { detail::backend(device_.kind).deallocate(device_, ptr_); }
+
+void DeviceBuffer::fill_now(float value) {
+  std::vector<float> host(n_, value);
+  Stream s = stream_from_pool(device_);
+  detail::backend(device_.kind).copy_async(ptr_, host.data(), n_ * sizeof(float), detail::stream_impl(s));
+  s.synchronize();
+}
+
+std::vector<float> DeviceBuffer::read(const Stream& stream) const {
+  std::vector<float> host(n_, -1.0f);
+  detail::backend(device_.kind).copy_async(host.data(), ptr_, n_ * sizeof(float), detail::stream_impl(stream));
+  stream.synchronize();
+  return host;
+}
+
+void slow_fill(const Stream& stream, float* out, std::size_t n, float value, int spin_us) {
+  detail::StreamImpl& s = detail::stream_impl(stream);
+  if (stream.device().kind == DeviceKind::cpu) {
+    s.enqueue_host("test_slow_fill", [out, n, value, spin_us] {
+      std::this_thread::sleep_for(std::chrono::microseconds(spin_us));
+      for (std::size_t i = 0; i < n; ++i) out[i] = value;
+    });
+    return;
+  }
+#ifdef STREAMPOOL_WITH_CUDA
+  cudaError_t st = launch_slow_fill(out, static_cast<int>(n), value, spin_us, static_cast<cudaStream_t>(s.native_handle()));
+  if (st != cudaSuccess) throw Error(std::string("slow_fill launch: ") + cudaGetErrorString(st));
+#else
+  throw Error("slow_fill: this build has no CUDA");
+#endif
 }
 
 namespace {

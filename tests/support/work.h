@@ -51,6 +51,32 @@ class Work {
   std::vector<float> host_;
 };
 
+// Raw device memory of `n` floats (the backend's, beside the caching allocator), for tests that
+// need to see exactly what one stream's work left there.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(const Device& device, std::size_t n);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  float* data() const { return ptr_; }
+  std::size_t size() const { return n_; }
+  // Sets every element to `value` and waits for it (on a stream of its own).
+  void fill_now(float value);
+  // Copies the buffer to the host in `stream`'s order and waits for that stream.
+  std::vector<float> read(const Stream& stream) const;
+
+ private:
+  Device device_;
+  std::size_t n_;
+  float* ptr_;
+};
+
+// A slow producer on `stream`: waits `spin_us` microseconds there (a kernel spinning on the GPU's
+// clock; a host task on the CPU), then sets out[0..n) to `value`. A consumer on another stream
+// that does not wait for it reads what was there before.
+void slow_fill(const Stream& stream, float* out, std::size_t n, float value, int spin_us);
+
 // Scale value unique to (thread, iteration), exact in float.
 inline float unique_scale(int thread, int iteration) { return static_cast<float>(thread * 1000 + iteration + 1) / 64.0f; }
 

@@ -1,5 +1,5 @@
 // Correctness under concurrency: 8 and 31 threads, each on its own stream and with its own
-// input (a variant of the case's), run the golden encoder, MHA, LayerNorm and BERT cases 100
+// input (a variant of the case's), run the golden encoder, MHA, LayerNorm, BERT, MLP and Conv1d cases 100
 // times and must reproduce their own single-thread output bit for bit (the MPS project saw TransformerEncoderLayer outputs corrupted with 8 threads and
 // LayerNorm wrong off the main thread). Also the MPS suite's linear-algebra test (11).
 
@@ -121,6 +121,11 @@ TEST_P(ConcurrencyTest, LayerNormEightThreads) { bitwise("layernorm_512", 8, kIt
 TEST_P(ConcurrencyTest, LayerNormThirtyOneThreads) { bitwise("layernorm_512", 31, kIters); }
 TEST_P(ConcurrencyTest, BertEightThreads) { bitwise("bert_128x2", 8, kIters); }
 TEST_P(ConcurrencyTest, BertThirtyOneThreads) { bitwise("bert_128x2", 31, kIters); }
+// The MPS suite's real models in parallel (7) also ran an MLP and a Conv1d stack.
+TEST_P(ConcurrencyTest, MlpEightThreads) { bitwise("mlp_256_1024_1024_256", 8, kIters); }
+TEST_P(ConcurrencyTest, MlpThirtyOneThreads) { bitwise("mlp_256_1024_1024_256", 31, kIters); }
+TEST_P(ConcurrencyTest, Conv1dStackEightThreads) { bitwise("conv1d_stack", 8, kIters); }
+TEST_P(ConcurrencyTest, Conv1dStackThirtyOneThreads) { bitwise("conv1d_stack", 31, kIters); }
 
 // MPS suite test 11: bmm (32,64,128)@(32,128,64), a strided transposed matmul, matmul at 2 and
 // 4 threads; every result equals the single-thread one bit for bit.
