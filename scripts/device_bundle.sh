@@ -9,7 +9,9 @@ cp ../shared/anchors/*.cpp ../shared/anchors/*.cu ../shared/anchors/*.py .device
 for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libbenchmark.so.1debian; do
   cp -L "/usr/lib/x86_64-linux-gnu/$l" .device/stage/.device/lib/
 done
+# The bare reproduction too (no streampool in it), compiled here with nvcc.
+BARE_OUT=build/default/tests/bare scripts/cuda_bare_thread_race.sh --compile-only >/dev/null
 files=(build/default/libstreampool.so* build/default/tools/streampool build/default/tests/streampool_*_tests
-       build/default/tests/streampool_test_helper build/default/benchmarks/streampool_kernel_bench build/default/benchmarks/streampool_encoder_ops_bench)
+       build/default/tests/streampool_test_helper build/default/tests/tsan_stress build/default/tests/bare/cuda_bare_thread_race build/default/benchmarks/streampool_kernel_bench build/default/benchmarks/streampool_encoder_ops_bench)
 tar cJf .device/bundle.tar.xz "${files[@]}" -C .device/stage .device/lib
 du -h .device/bundle.tar.xz

@@ -16,7 +16,7 @@ SRC=$PWD
 DIR=${MUTATION_DIR:-/tmp/streampool-mutation}
 JOBS=${JOBS:-$(nproc)}
 SUITES="unit stress concurrency graph batch"
-CTESTS="cli_bench"  # CTest entries run too (the CLI checks)
+CTESTS="cli_bench|cli_soak|tsan_stress"  # CTest entries run too (the CLI checks, the stress program)
 
 # name|file|anchor|replacement  (the first occurrence of anchor is replaced; \n is a newline)
 MUTATIONS=(

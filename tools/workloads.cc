@@ -33,7 +33,7 @@ void randomize(nn::Module& m, const Device& device, DType dtype) {
 }  // namespace
 
 const std::vector<std::string>& workload_names() {
-  static const std::vector<std::string> names = {"mlp", "encoder", "linear4096", "conv1d", "bert-minilm"};
+  static const std::vector<std::string> names = {"mlp", "encoder", "linear4096", "conv1d", "bert-minilm", "linear2048"};
   return names;
 }
 
@@ -51,6 +51,8 @@ Workload make_workload(const std::string& name, const Device& device, DType dtyp
         R"({"d_model": 512, "nhead": 8, "dim_feedforward": 2048, "activation": "relu", "batch_first": true})",
         {1, 128, 512}}},
       {"linear4096", {"linear", R"({"in_features": 4096, "out_features": 4096})", {32, 4096}}},
+      // The MPS suite's large-workload efficiency case (12): two threads at least 1.6x one.
+      {"linear2048", {"linear", R"({"in_features": 2048, "out_features": 2048})", {64, 2048}}},
       {"conv1d",
        {"sequential", R"({"layers": [
           {"kind": "conv1d", "in_channels": 80, "out_channels": 256, "kernel_size": 5, "padding": 2}, {"kind": "relu"},
@@ -64,7 +66,7 @@ Workload make_workload(const std::string& name, const Device& device, DType dtyp
   };
   auto it = specs.find(name);
   if (it == specs.end()) {
-    throw InvalidArgument("unknown workload '" + name + "' (mlp, encoder, linear4096, conv1d, bert-minilm)");
+    throw InvalidArgument("unknown workload '" + name + "' (mlp, encoder, linear4096, conv1d, bert-minilm, linear2048)");
   }
   std::shared_ptr<nn::Module> m = nn::make_module(it->second.kind, it->second.config);
   randomize(*m, device, dtype);

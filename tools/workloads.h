@@ -22,7 +22,7 @@ struct Workload {
   nn::Input input(int index) const;
 };
 
-const std::vector<std::string>& workload_names();  // mlp, encoder, linear4096, conv1d, bert-minilm
+const std::vector<std::string>& workload_names();  // mlp, encoder, linear4096, conv1d, bert-minilm, linear2048
 // Throws InvalidArgument for an unknown name.
 Workload make_workload(const std::string& name, const Device& device, DType dtype);
 
