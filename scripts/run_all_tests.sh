@@ -13,7 +13,7 @@ LOG_DIR=${LOG_DIR:-$B/test-logs}
 mkdir -p "$LOG_DIR"
 [ -x "$B/tools/streampool" ] || { echo "run_all_tests: no build in $B (cmake --preset default && cmake --build --preset default)" >&2; exit 2; }
 gpu=0
-"$B/tools/streampool" diag 2>/dev/null | grep -q "cuda:0" && gpu=1
+"$B/tools/streampool" diag --check >/dev/null 2>&1 && gpu=1
 devices=${DEVICES:-cpu cuda}
 [ $gpu = 0 ] && devices=${devices//cuda/}
 results=()
