@@ -86,6 +86,8 @@ struct Sample {
   double seconds;
   std::uint64_t requests;
   double host_mb, reserved_mb, used_mb;  // used_mb < 0 where the device has no such figure (CPU)
+  double peak_mb;                        // the allocator's allocated peak so far
+  std::uint64_t segments;                // raw device allocations so far (cache misses)
 };
 
 // Least-squares slope of y against requests, in MB per million requests.
@@ -269,7 +271,9 @@ int run_soak(const SoakOptions& o) {
     return s;
   };
   auto sample = [&](double seconds) {
-    Sample s{seconds, total_requests(), rss_mb(), static_cast<double>(memory_stats(dev).reserved_bytes) / 1e6, -1};
+    const MemoryStats ms = memory_stats(dev);
+    Sample s{seconds, total_requests(), rss_mb(), static_cast<double>(ms.reserved_bytes) / 1e6, -1,
+             static_cast<double>(ms.allocated_peak) / 1e6, ms.device_allocations};
     if (gpu) {
       const DeviceProperties p = device_properties(dev);
       s.used_mb = static_cast<double>(p.total_memory - p.free_memory) / 1e6;
@@ -288,9 +292,10 @@ int run_soak(const SoakOptions& o) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.sample_seconds, duration - now)));
     const Sample s = sample(std::chrono::duration<double>(Clock::now() - start).count());
     samples.push_back(s);
-    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB%s\n", s.seconds,
-                 static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(failed.load()), s.host_mb,
-                 s.reserved_mb, s.used_mb >= 0 ? ("  in use " + std::to_string(static_cast<long>(s.used_mb)) + " MB").c_str() : "");
+    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB  peak %.1f MB  segments %llu%s\n",
+                 s.seconds, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(failed.load()), s.host_mb,
+                 s.reserved_mb, s.peak_mb, static_cast<unsigned long long>(s.segments),
+                 s.used_mb >= 0 ? ("  in use " + std::to_string(static_cast<long>(s.used_mb)) + " MB").c_str() : "");
   }
   stop = true;
   for (auto& th : supervisors) th.join();
@@ -329,7 +334,11 @@ int run_soak(const SoakOptions& o) {
     std::printf("memory at warm-up -> end, MB: host %.1f -> %.1f, device reserved %.1f -> %.1f", steady.front().host_mb,
                 steady.back().host_mb, steady.front().reserved_mb, steady.back().reserved_mb);
     if (gpu) std::printf(", device in use %.1f -> %.1f", steady.front().used_mb, steady.back().used_mb);
-    std::printf("\n");
+    // Growth of reserved memory with a flat allocated peak is fragmentation of the cache; with
+    // a rising peak, more memory in use at once than before.
+    std::printf("\nallocator at warm-up -> end: allocated peak %.1f -> %.1f MB, raw device allocations %llu -> %llu\n",
+                steady.front().peak_mb, steady.back().peak_mb, static_cast<unsigned long long>(steady.front().segments),
+                static_cast<unsigned long long>(steady.back().segments));
   }
   j["growth_mb_per_million"] = {{"host", host_slope}, {"device_reserved", reserved_slope}};
   if (gpu) j["growth_mb_per_million"]["device_in_use"] = used_slope;
