@@ -16,7 +16,7 @@ SRC=$PWD
 DIR=${MUTATION_DIR:-/tmp/streampool-mutation}
 JOBS=${JOBS:-$(nproc)}
 SUITES="unit stress concurrency graph batch"
-CTESTS="cli_bench|cli_soak|tsan_stress"  # CTest entries run too (the CLI checks, the stress program)
+CTESTS="cli_bench|cli_soak|tsan_stress|golden_cpu"  # CTest entries run too (the CLI checks, the stress program)
 
 # name|file|anchor|replacement  (the first occurrence of anchor is replaced; \n is a newline)
 MUTATIONS=(
@@ -30,6 +30,7 @@ MUTATIONS=(
   'queue_no_drain|src/serve/batch_queue.cc|    if (!best) {\n      if (closed) return false;|    if (closed) return false;  // MUTATION\n    if (!best) {\n      if (closed) return false;'
   'queue_no_reaper|src/serve/batch_queue.cc|void BatchQueue::Core::reap() {\n|void BatchQueue::Core::reap() {\n  if (true) return;  // MUTATION\n'
   'bench_check_off|tools/bench.cc|  for (auto\& a : accs) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));|  (void)accs;  // MUTATION'
+  'gelu_erf_as_tanh|src/ops/cpu/activation.h|return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));|return act_one(x, Activation::gelu_tanh);  // MUTATION'
   'queue_no_cancel|src/serve/batch_queue.cc|    if (r.current() != RequestStatus::queued) return false;\n    if (r.lane) {|    if (true) return false;  // MUTATION\n    if (r.lane) {'
 )
 

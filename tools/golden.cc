@@ -31,8 +31,10 @@ void add_golden_command(CLI::App& app, int* exit_code) {
       golden::Result r = golden::run_case(*dir, c, d, t);
       ++total;
       failed += !r.pass;
-      std::printf("%-28s %-10s %-9s max_abs %.3e  max_rel %.3e  %s%s%s\n", r.name.c_str(), d.str().c_str(),
-                  dtype->c_str(), r.max_abs, r.max_rel, r.pass ? "PASS" : "FAIL", r.detail.empty() ? "" : "  ",
+      char ratio[32] = "    -";
+      if (r.ratio_known && r.ratio > 0) std::snprintf(ratio, sizeof ratio, "%5.2fx", r.ratio);
+      std::printf("%-28s %-10s %-9s max_abs %.3e  max_rel %.3e  %s torch  %s%s%s\n", r.name.c_str(), d.str().c_str(),
+                  dtype->c_str(), r.max_abs, r.max_rel, ratio, r.pass ? "PASS" : "FAIL", r.detail.empty() ? "" : "  ",
                   r.detail.c_str());
     }
     std::printf("%d passed, %d failed\n", total - failed, failed);

@@ -40,14 +40,20 @@ std::map<std::string, Tensor> load_inputs(const Case& c, const SafetensorsFile& 
 struct Result {
   std::string name;
   double max_abs = 0, max_rel = 0;  // worst over all outputs
+  double ratio = 0;                 // worst max_abs / PyTorch's own max_abs in this dtype
+  bool ratio_known = true;          // false: some output had no PyTorch figure (fixed tolerance)
   bool pass = false;
   std::string detail;  // the failing output, or the error
 };
 
-// Outputs compared against the file's references with the README's tolerances for `dtype`
-// (rows of padded positions zeroed in both, as the README says).
+// Outputs compared against the file's references. Each output's worst error must stay within
+// 1.5x PyTorch's own error in `dtype` on that kind of device (DIR/torch_error.json for CUDA,
+// DIR/torch_error_cpu.json for the CPU), with a floor of a few units in the last place of its
+// largest value; without a figure, the README's fixed tolerance.
+// Non-finite references must be matched exactly. Padded positions (zeroed rows of the
+// reference, as the README says) must be finite in ours and are not compared.
 Result compare(const Case& c, const SafetensorsFile& file, const std::map<std::string, Tensor>& inputs,
-               const std::map<std::string, Tensor>& outputs, DType dtype);
+               const std::map<std::string, Tensor>& outputs, DType dtype, const std::string& dir, const Device& device);
 
 // build + load_inputs + run + compare; never throws (errors become a failed Result).
 Result run_case(const std::string& dir, const Case& c, const Device& device, DType dtype);
