@@ -1,31 +1,14 @@
 #pragma once
-// One activation on one float: the CPU kernels' shared definition. Internal.
+// The activations over arrays: the CPU kernels' one definition (elementwise ops, the GEMM's
+// epilogue). Internal.
 
-#include <cmath>
+#include <cstdint>
 
 #include "streampool/ops.h"
 
 namespace streampool::detail::cpu {
 
-inline float act_one(float x, Activation act) {
-  switch (act) {
-    case Activation::none:
-      return x;
-    case Activation::relu:
-      return x > 0 ? x : 0.0f;
-    case Activation::gelu:
-      return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-    case Activation::gelu_tanh: {
-      const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.0f + std::tanh(u));
-    }
-    case Activation::silu:
-      return x / (1.0f + std::exp(-x));
-    case Activation::tanh:
-      return std::tanh(x);
-  }
-  return x;
-}
-
+// y[i] = act(x[i]) for n floats; y may be x. GELU, SiLU and tanh go through vec_math.h.
+void activate_n(float* y, const float* x, std::int64_t n, Activation act);
 
 }  // namespace streampool::detail::cpu

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/vec_math.h"
 
 namespace streampool::detail::cpu {
 
@@ -65,11 +66,10 @@ void attention(const AttentionArgs& a) {
             std::fill(s, s + a.sk, 0.0f);
             continue;
           }
+          for (int j = 0; j < a.sk; ++j) s[j] -= mx;
+          exp_n(s, s, a.sk);
           double sum = 0;
-          for (int j = 0; j < a.sk; ++j) {
-            s[j] = std::exp(s[j] - mx);
-            sum += s[j];
-          }
+          for (int j = 0; j < a.sk; ++j) sum += s[j];
           const float inv = static_cast<float>(1.0 / sum);
           for (int j = 0; j < a.sk; ++j) s[j] *= inv;
         }

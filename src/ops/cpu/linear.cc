@@ -53,8 +53,7 @@ void bias_activation(float* y, std::int64_t rows, std::int64_t cols, const float
     float* row = y + r * cols;
     if (bias)
       for (std::int64_t c = 0; c < cols; ++c) row[c] += bias[c];
-    if (act != Activation::none)
-      for (std::int64_t c = 0; c < cols; ++c) row[c] = act_one(row[c], act);
+    if (act != Activation::none) activate_n(row, row, cols, act);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/vec_math.h"
 
 namespace streampool::detail::cpu {
 
@@ -14,11 +15,10 @@ void softmax_rows(float* y, const float* x, std::int64_t rows, std::int64_t n) {
     float* out = y + r * n;
     float mx = -std::numeric_limits<float>::infinity();
     for (std::int64_t i = 0; i < n; ++i) mx = std::max(mx, in[i]);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = in[i] - mx;
+    exp_n(out, out, n);
     double sum = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      out[i] = std::exp(in[i] - mx);
-      sum += out[i];
-    }
+    for (std::int64_t i = 0; i < n; ++i) sum += out[i];
     const float inv = static_cast<float>(1.0 / sum);
     for (std::int64_t i = 0; i < n; ++i) out[i] *= inv;
   }
