@@ -52,9 +52,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // Rows of `weight` (num, dim) picked by integer `ids` (any shape) -> (ids..., dim).
 Tensor embedding(const Tensor& ids, const Tensor& weight);
 
-// x (B, Cin, L), weight (Cout, Cin, K), bias (Cout) or undefined -> (B, Cout, Lout).
+// x (B, Cin, L), weight (Cout, Cin, K), bias (Cout) or undefined -> (B, Cout, Lout), then the
+// activation. On the CPU the bias and the activation are fused into the GEMM's pass.
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int stride = 1,
-              int padding = 0);
+              int padding = 0, Activation activation = Activation::none);
 
 // acc (1,) float32 := max(acc, max |a - b|) over all elements (NaN counts as infinity), on the
 // current stream: checks results against a reference without a round trip to the host.

@@ -36,7 +36,11 @@ Conv1d::Conv1d(std::int64_t in, std::int64_t out, std::int64_t k, int s, int p, 
 
 Output Conv1d::forward(const Input& in) const {
   check_input(in, takes_x);
-  return {conv1d(in.x, weight(), bias(), stride, padding), Tensor()};
+  return {forward_fused(in.x, Activation::none), Tensor()};
+}
+
+Tensor Conv1d::forward_fused(const Tensor& x, Activation act) const {
+  return conv1d(x, weight(), bias(), stride, padding, act);
 }
 
 Output ActivationLayer::forward(const Input& in) const {
@@ -57,9 +61,10 @@ Output Sequential::forward(const Input& in) const {
   Tensor h = in.x;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     const auto* lin = dynamic_cast<const Linear*>(layers_[i].get());
+    const auto* conv = dynamic_cast<const Conv1d*>(layers_[i].get());
     const auto* act = i + 1 < layers_.size() ? dynamic_cast<const ActivationLayer*>(layers_[i + 1].get()) : nullptr;
-    if (lin && act) {
-      h = lin->forward_fused(h, act->act);
+    if ((lin || conv) && act) {
+      h = lin ? lin->forward_fused(h, act->act) : conv->forward_fused(h, act->act);
       ++i;
     } else {
       h = call(*layers_[i], h);

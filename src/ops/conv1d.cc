@@ -1,4 +1,5 @@
-// conv1d: im2col, then one batched GEMM with the weight shared by the batch, then the bias.
+// conv1d: im2col, then one batched GEMM with the weight shared by the batch, then the bias and
+// the activation (on the CPU in the GEMM's pass).
 
 #include "ops/op_common.h"
 
@@ -6,7 +7,7 @@ namespace streampool {
 
 using namespace detail;
 
-Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding, Activation act) {
   const char* op = "conv1d";
   check_floating(op, x, "input");
   check_like(op, x, weight, "weight");
@@ -23,7 +24,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   if (L + 2 * padding < K) op_error(op, "input is shorter than the kernel", {&x, &weight});
   const Device dev = x.device();
   const DType dt = x.dtype();
-  if (cpu_widens(x)) return conv1d(widened(x), widened(weight), widened(bias), stride, padding).to(dt);
+  if (cpu_widens(x)) return conv1d(widened(x), widened(weight), widened(bias), stride, padding, act).to(dt);
   const Tensor xc = x.contiguous(), wc = weight.contiguous();
   const std::int64_t rows = Cin * K;
   const bool direct = K == 1 && stride == 1 && padding == 0;  // the input already is the column matrix
@@ -52,6 +53,14 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   g.c = y.data_ptr();
   g.ldc = g.n;
   g.stride_c = Cout * Lout;
+  // The CPU GEMM starts from the bias per output channel and applies the activation in the same
+  // pass; CUDA's epilogue has a bias per column only, so there they follow as their own ops.
+  const bool fused = dev.kind == DeviceKind::cpu;
+  const Tensor bc = bias.defined() && fused ? bias.contiguous() : Tensor();
+  if (fused) {
+    g.row_bias = bc.defined() ? bc.data_ptr() : nullptr;
+    g.act = act;
+  }
   const void* xp = xc.data_ptr();
   void* colp = cols.data_ptr();
   launch(
@@ -64,9 +73,10 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
         if (!direct) cuda::im2col(colp, xp, dt, ic, stream);
         cuda::gemm(dev, dt, g, stream);
       });
+  if (fused) return y;
   // reshape, not view: a strided bias (a slice) is accepted, as linear and layer_norm accept it.
-  if (bias.defined()) return add(y, bias.reshape({Cout, 1}));
-  return y;
+  if (bias.defined()) y = add(y, bias.reshape({Cout, 1}));
+  return act == Activation::none ? y : activation(y, act);
 }
 
 }  // namespace streampool

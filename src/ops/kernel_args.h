@@ -24,6 +24,8 @@ struct GemmArgs {
   int ldc = 0;
   std::int64_t stride_c = 0;
   const void* bias = nullptr;
+  // CPU only: a bias per row of C (m; a convolution's output channels), added before `act`.
+  const void* row_bias = nullptr;
   Activation act = Activation::none;
 };
 

@@ -201,6 +201,19 @@ TEST_P(OpsTest, Conv1dWithStrideAndPadding) {
         ref[(n * 4 + o) * lout + l] = acc;
       }
   expect_close(conv1d(x, w, b, 2, 1).to_vector<float>(), ref, 1e-5, "conv1d");
+  // With an activation after it (fused into the GEMM's pass on the CPU): applied after the bias.
+  for (Activation act : {Activation::relu, Activation::gelu, Activation::tanh}) {
+    std::vector<double> want = ref;
+    for (double& v : want) v = act == Activation::relu ? std::max(v, 0.0) : act == Activation::tanh ? std::tanh(v) : 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    expect_close(conv1d(x, w, b, 2, 1, act).to_vector<float>(), want, 1e-5, "conv1d + activation");
+  }
+  expect_close(conv1d(x, w, Tensor(), 2, 1, Activation::relu).to_vector<float>(), [&] {
+    std::vector<double> v = ref;
+    for (int n = 0; n < 2; ++n)
+      for (int o = 0; o < 4; ++o)
+        for (int l = 0; l < lout; ++l) v[(n * 4 + o) * lout + l] = std::max(v[(n * 4 + o) * lout + l] - bv[o], 0.0);
+    return v;
+  }(), 1e-5, "conv1d without bias + relu");
   EXPECT_THROW(conv1d(x, randn({4, 2, 3}, DType::float32, device, 1)), InvalidArgument);
 }
 

@@ -47,6 +47,8 @@ class Conv1d : public Module {
          bool bias = true);
   Output forward(const Input& in) const override;
   InputSpec input_spec() const override;
+  // The convolution with `act` after it, fused where the backend can (Sequential uses it).
+  Tensor forward_fused(const Tensor& x, Activation act) const;
   const Tensor& weight() const { return param(weight_); }
   const Tensor& bias() const { return param(bias_); }  // undefined without a bias
   const std::int64_t in_channels, out_channels, kernel_size;

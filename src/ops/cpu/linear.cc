@@ -31,16 +31,18 @@ void gemm(const GemmArgs& g) {
   // The bias goes into C first and the GEMM accumulates onto it (beta = 1), as PyTorch's addmm
   // does: one rounding fewer than adding it afterwards, and no separate pass over the output.
   const auto* bias = static_cast<const float*>(g.bias);
+  const auto* row_bias = static_cast<const float*>(g.row_bias);
   for (int i = 0; i < g.batch; ++i) {
     float* ci = c + i * g.stride_c;
     for (int r = 0; r < g.m; ++r) {
       float* row = ci + static_cast<std::ptrdiff_t>(r) * g.ldc;
       if (bias) std::copy(bias, bias + g.n, row);
+      else if (row_bias) std::fill(row, row + g.n, row_bias[r]);
       else if (g.k == 0) std::fill(row, row + g.n, 0.0f);
     }
     if (g.k > 0) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, g.b_transposed ? CblasTrans : CblasNoTrans, g.m, g.n, g.k, 1.0f,
-                  a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb, bias ? 1.0f : 0.0f, ci, g.ldc);
+                  a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb, bias || row_bias ? 1.0f : 0.0f, ci, g.ldc);
     }
   }
   if (g.act != Activation::none) {
