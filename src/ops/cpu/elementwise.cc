@@ -48,12 +48,39 @@ void activate_n(float* y, const float* x, std::int64_t n, Activation act) {
 
 void unary(float* y, const float* x, std::int64_t n, Activation act) { activate_n(y, x, n, act); }
 
+namespace {
+// One row of the last dimension: y[j] = a[j * as] op b[j * bs], with the common stride patterns
+// (both contiguous; one repeated, as a bias or a residual of one row) as loops the compiler
+// vectorizes.
+template <BinaryOp Op>
+void binary_row(float* y, const float* a, std::int64_t as, const float* b, std::int64_t bs, std::int64_t n) {
+  auto f = [](float u, float v) { return Op == BinaryOp::add ? u + v : u * v; };
+  if (as == 1 && bs == 1) {
+    for (std::int64_t j = 0; j < n; ++j) y[j] = f(a[j], b[j]);
+  } else if (as == 1 && bs == 0) {
+    const float v = *b;
+    for (std::int64_t j = 0; j < n; ++j) y[j] = f(a[j], v);
+  } else if (as == 0 && bs == 1) {
+    const float u = *a;
+    for (std::int64_t j = 0; j < n; ++j) y[j] = f(u, b[j]);
+  } else {
+    for (std::int64_t j = 0; j < n; ++j) y[j] = f(a[j * as], b[j * bs]);
+  }
+}
+}  // namespace
+
 void binary(float* y, const float* a, const float* b, const Broadcast& bc, BinaryOp op) {
+  if (bc.numel == 0) return;
+  // Row by row along the last dimension; the outer dimensions step as in advance_two.
+  const int last = bc.ndim - 1;
+  const std::int64_t inner = bc.ndim ? bc.shape[last] : 1;
+  const std::int64_t as = bc.ndim ? bc.a_strides[last] : 0, bs = bc.ndim ? bc.b_strides[last] : 0;
   std::int64_t idx[kMaxDims] = {};
   std::int64_t ia = 0, ib = 0;
-  for (std::int64_t n = 0; n < bc.numel; ++n) {
-    y[n] = op == BinaryOp::add ? a[ia] + b[ib] : a[ia] * b[ib];
-    advance_two(bc.ndim, bc.shape, idx, bc.a_strides, ia, bc.b_strides, ib);
+  for (std::int64_t n = 0; n < bc.numel; n += inner) {
+    if (op == BinaryOp::add) binary_row<BinaryOp::add>(y + n, a + ia, as, b + ib, bs, inner);
+    else binary_row<BinaryOp::mul>(y + n, a + ia, as, b + ib, bs, inner);
+    if (last > 0) advance_two(last, bc.shape, idx, bc.a_strides, ia, bc.b_strides, ib);
   }
 }
 
