@@ -88,6 +88,7 @@ struct Sample {
   double host_mb, reserved_mb, used_mb;  // used_mb < 0 where the device has no such figure (CPU)
   double peak_mb;                        // the allocator's allocated peak so far
   std::uint64_t segments;                // raw device allocations so far (cache misses)
+  std::uint64_t pending;                 // freed blocks waiting for other streams' events now
 };
 
 // Least-squares slope of y against requests, in MB per million requests.
@@ -273,7 +274,7 @@ int run_soak(const SoakOptions& o) {
   auto sample = [&](double seconds) {
     const MemoryStats ms = memory_stats(dev);
     Sample s{seconds, total_requests(), rss_mb(), static_cast<double>(ms.reserved_bytes) / 1e6, -1,
-             static_cast<double>(ms.allocated_peak) / 1e6, ms.device_allocations};
+             static_cast<double>(ms.allocated_peak) / 1e6, ms.device_allocations, ms.pending_frees};
     if (gpu) {
       const DeviceProperties p = device_properties(dev);
       s.used_mb = static_cast<double>(p.total_memory - p.free_memory) / 1e6;
@@ -292,9 +293,9 @@ int run_soak(const SoakOptions& o) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.sample_seconds, duration - now)));
     const Sample s = sample(std::chrono::duration<double>(Clock::now() - start).count());
     samples.push_back(s);
-    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB  peak %.1f MB  segments %llu%s\n",
+    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB  peak %.1f MB  segments %llu  pending frees %llu%s\n",
                  s.seconds, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(failed.load()), s.host_mb,
-                 s.reserved_mb, s.peak_mb, static_cast<unsigned long long>(s.segments),
+                 s.reserved_mb, s.peak_mb, static_cast<unsigned long long>(s.segments), static_cast<unsigned long long>(s.pending),
                  s.used_mb >= 0 ? ("  in use " + std::to_string(static_cast<long>(s.used_mb)) + " MB").c_str() : "");
   }
   stop = true;
