@@ -47,14 +47,6 @@ struct Options {
   std::string json_path, plot_path, compare_path;
 };
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 // One request: the module's forward (direct mode), or the compiled module's (graph mode).
 Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const Device& dev, DType dt, int threads,
@@ -248,7 +240,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       throw InvalidArgument("--inflight: " + std::to_string(o->inflight) + " is not a request count from 1 to 1048576");
     }
     std::vector<int> thread_counts;
-    for (const auto& t : split(o->threads.empty() ? (cpu ? "1,2,4,8" : "1,2,4,8,16,31") : o->threads)) {
+    for (const auto& t : split_list(o->threads.empty() ? (cpu ? "1,2,4,8" : "1,2,4,8,16,31") : o->threads)) {
       int n = 0;
       try {
         n = std::stoi(t);
@@ -258,7 +250,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       thread_counts.push_back(n);
     }
     if (thread_counts.empty()) throw InvalidArgument("--threads: no thread count given");
-    std::vector<std::string> models = split(o->models), modes = split(o->modes);
+    std::vector<std::string> models = split_list(o->models), modes = split_list(o->modes);
     if (models.empty()) throw InvalidArgument("--models: no workload given (choose from mlp,encoder,linear4096,conv1d,bert-minilm)");
     if (modes.empty()) throw InvalidArgument("--modes: no mode given (direct)");
     // Each bench thread holds its stream until it ends, so a policy other than `share` with
@@ -292,7 +284,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     if (bc.max_batch < 1 || bc.max_batch > (1 << 20)) throw InvalidArgument("--max-batch: " + std::to_string(bc.max_batch) + " is not from 1 to 1048576");
     if (bc.workers < 1 || bc.workers > 64) throw InvalidArgument("--workers: " + std::to_string(bc.workers) + " is not from 1 to 64");
     if (bc.max_delay_us < 0 || bc.max_delay_us > 10000000) throw InvalidArgument("--max-delay-us: " + std::to_string(bc.max_delay_us) + " is not from 0 to 10000000");
-    for (const auto& b : split(o->length_buckets)) {
+    for (const auto& b : split_list(o->length_buckets)) {
       std::int64_t v = 0;
       try {
         v = std::stoll(b);

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "streampool/device.h"
 #include "streampool/dtype.h"
@@ -12,6 +13,9 @@ namespace streampool::tools {
 // The floating dtype a flag names (float32, float16, bfloat16 and their aliases); one
 // InvalidArgument naming the flag for anything else (int64 included).
 DType parse_float_dtype(const std::string& flag, const std::string& text);
+
+// The non-empty items of a comma-separated flag value.
+std::vector<std::string> split_list(const std::string& s);
 
 // The device a --device flag names, checked usable; empty: cuda:0 where a GPU is usable, else the
 // CPU (saying so on stderr, prefixed with `command`).

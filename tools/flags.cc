@@ -3,6 +3,7 @@
 #include "commands.h"
 
 #include <cstdio>
+#include <sstream>
 
 #include "streampool/error.h"
 
@@ -17,6 +18,15 @@ DType parse_float_dtype(const std::string& flag, const std::string& text) {
   }
   if (!is_floating(t)) throw InvalidArgument(flag + ": '" + text + "' is not float32, float16 or bfloat16");
   return t;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
 }
 
 Device pick_device(const std::string& flag_value, const char* command) {

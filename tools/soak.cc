@@ -116,15 +116,6 @@ std::string num(double v) {
   return s.str();
 }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 int run_soak(const SoakOptions& o) {
   const Device dev = pick_device(o.device, "soak");
   const DType dt = parse_float_dtype("--dtype", o.dtype);
