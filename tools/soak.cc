@@ -251,8 +251,13 @@ int run_soak(const SoakOptions& o) {
   for (int t = 0; t < o.threads; ++t) {
     supervisors.emplace_back([&, t] {
       for (std::uint64_t n = 0; !stop.load(); ++n) {
-        std::thread(life, t, n).join();
-        ++lives;
+        try {
+          std::thread(life, t, n).join();
+          ++lives;
+        } catch (const std::exception& e) {  // no thread could be started: a failure, not an abort
+          fail(std::string("starting a client thread: ") + e.what());
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
       }
     });
   }
