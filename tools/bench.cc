@@ -253,19 +253,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     std::vector<std::string> models = split_list(o->models), modes = split_list(o->modes);
     if (models.empty()) throw InvalidArgument("--models: no workload given (choose from mlp,encoder,linear4096,conv1d,bert-minilm)");
     if (modes.empty()) throw InvalidArgument("--modes: no mode given (direct)");
-    // Each bench thread holds its stream until it ends, so a policy other than `share` with
-    // more threads than pool streams would fail (error, wait:MS) or wait forever (wait).
-    const int pool_streams = streams_per_device() - 1;
-    const int most = *std::max_element(thread_counts.begin(), thread_counts.end());
-    const PoolExhaustedSetting policy = pool_exhausted_policy();
-    if (policy.policy != ExhaustedPolicy::share && most > pool_streams) {
-      throw InvalidArgument("--threads " + std::to_string(most) + " needs " + std::to_string(most) +
-                            " pool streams but each device has " + std::to_string(pool_streams) +
-                            " (STREAMPOOL_STREAMS_PER_DEVICE=" + std::to_string(streams_per_device()) +
-                            ") and STREAMPOOL_POOL_EXHAUSTED=" + to_string(policy) +
-                            " does not share them; use at most " + std::to_string(pool_streams) +
-                            " threads, more streams, or the share policy");
-    }
+    check_threads_fit_pool(*std::max_element(thread_counts.begin(), thread_counts.end()));
     for (const auto& m : modes) {
       if (m != "direct" && m != "graph" && m != "batched") throw InvalidArgument("--modes: '" + m + "' is not direct, graph or batched");
     }

@@ -17,6 +17,11 @@ DType parse_float_dtype(const std::string& flag, const std::string& text);
 // The non-empty items of a comma-separated flag value.
 std::vector<std::string> split_list(const std::string& s);
 
+// Each client thread of bench and soak holds its stream until it ends, so a policy other than
+// `share` with more threads than pool streams would fail (error, wait:MS) or wait forever (wait):
+// InvalidArgument naming the numbers and the settings.
+void check_threads_fit_pool(int threads);
+
 // The device a --device flag names, checked usable; empty: cuda:0 where a GPU is usable, else the
 // CPU (saying so on stderr, prefixed with `command`).
 Device pick_device(const std::string& flag_value, const char* command);

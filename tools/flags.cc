@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "streampool/error.h"
+#include "streampool/settings.h"
+#include "streampool/stream_pool.h"
 
 namespace streampool::tools {
 
@@ -27,6 +29,18 @@ std::vector<std::string> split_list(const std::string& s) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
+}
+
+void check_threads_fit_pool(int threads) {
+  const int pool_streams = streams_per_device() - 1;
+  const PoolExhaustedSetting policy = pool_exhausted_policy();
+  if (policy.policy != ExhaustedPolicy::share && threads > pool_streams) {
+    throw InvalidArgument("--threads " + std::to_string(threads) + " needs " + std::to_string(threads) +
+                          " pool streams but each device has " + std::to_string(pool_streams) +
+                          " (STREAMPOOL_STREAMS_PER_DEVICE=" + std::to_string(streams_per_device()) +
+                          ") and STREAMPOOL_POOL_EXHAUSTED=" + to_string(policy) + " does not share them; use at most " +
+                          std::to_string(pool_streams) + " threads, more streams, or the share policy");
+  }
 }
 
 Device pick_device(const std::string& flag_value, const char* command) {

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include "streampool/error.h"
@@ -137,29 +136,17 @@ namespace {
 // same script on the CPU, float32) for the CPU: {"cases": {case: {output: {dtype: {"max_abs"}}}}}.
 // Negative where the file or the entry is missing.
 double torch_own_error(const std::string& file, const std::string& name, const std::string& output, DType dtype) {
-  static std::mutex mu;  // guards `files`: the golden command and the concurrency tests may load it
-  static std::map<std::string, json> files;
-  const json* j = nullptr;
-  {
-    std::lock_guard<std::mutex> g(mu);
-    auto it = files.find(file);
-    if (it == files.end()) {
-      json parsed;
-      std::ifstream in(file);
-      if (in) {
-        try {
-          parsed = json::parse(in);
-        } catch (const json::exception& e) {
-          throw FormatError("golden: " + file + " is malformed: " + e.what());
-        }
-      }
-      it = files.emplace(file, std::move(parsed)).first;
-    }
-    j = &it->second;
+  std::ifstream in(file);
+  if (!in) return -1;
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw FormatError("golden: " + file + " is malformed: " + e.what());
   }
   const std::string dt(dtype_name(dtype));
-  if (!j->is_object() || !j->contains("cases")) return -1;
-  const json& cases = (*j)["cases"];
+  if (!j.is_object() || !j.contains("cases")) return -1;
+  const json& cases = j["cases"];
   if (!cases.contains(name) || !cases[name].contains(output) || !cases[name][output].contains(dt)) return -1;
   return cases[name][output][dt].value("max_abs", -1.0);
 }

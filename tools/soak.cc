@@ -132,12 +132,7 @@ int run_soak(const SoakOptions& o) {
     throw InvalidArgument("--warmup-fraction: " + num(o.warmup_fraction) + " is not from 0 up to (not including) 1");
   }
   if (!(o.growth_limit_mb >= 0)) throw InvalidArgument("--growth-limit-mb: " + num(o.growth_limit_mb) + " is not 0 or more");
-  const PoolExhaustedSetting policy = pool_exhausted_policy();
-  if (policy.policy != ExhaustedPolicy::share && o.threads > streams_per_device() - 1) {
-    throw InvalidArgument("--threads " + std::to_string(o.threads) + " needs that many pool streams but each device has " +
-                          std::to_string(streams_per_device() - 1) + " and STREAMPOOL_POOL_EXHAUSTED=" + to_string(policy) +
-                          " does not share them");
-  }
+  check_threads_fit_pool(o.threads);
   std::vector<std::string> model_names = split_list(o.models.empty() ? (gpu ? "mlp,encoder,conv1d,bert-minilm" : "mlp,conv1d") : o.models);
   if (model_names.empty()) throw InvalidArgument("--models: no workload given");
   for (const auto& m : model_names) {

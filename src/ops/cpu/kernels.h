@@ -14,7 +14,6 @@ void gemm(const GemmArgs& g);
 void set_blas_threads(int n);
 // Applies STREAMPOOL_CPU_BLAS_THREADS once, before the first BLAS call of any kernel.
 void ensure_blas_threads();
-void bias_activation(float* y, std::int64_t rows, std::int64_t cols, const float* bias, Activation act);
 // elementwise.cc
 void unary(float* y, const float* x, std::int64_t n, Activation act);
 void binary(float* y, const float* a, const float* b, const Broadcast& bc, BinaryOp op);

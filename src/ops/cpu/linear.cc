@@ -44,18 +44,9 @@ void gemm(const GemmArgs& g) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, g.b_transposed ? CblasTrans : CblasNoTrans, g.m, g.n, g.k, 1.0f,
                   a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb, bias || row_bias ? 1.0f : 0.0f, ci, g.ldc);
     }
-  }
-  if (g.act != Activation::none) {
-    bias_activation(c, static_cast<std::int64_t>(g.batch) * g.m, g.n, nullptr, g.act);
-  }
-}
-
-void bias_activation(float* y, std::int64_t rows, std::int64_t cols, const float* bias, Activation act) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float* row = y + r * cols;
-    if (bias)
-      for (std::int64_t c = 0; c < cols; ++c) row[c] += bias[c];
-    if (act != Activation::none) activate_n(row, row, cols, act);
+    if (g.act != Activation::none) {  // while this matrix is still in cache
+      for (int r = 0; r < g.m; ++r) activate_n(ci + static_cast<std::ptrdiff_t>(r) * g.ldc, ci + static_cast<std::ptrdiff_t>(r) * g.ldc, g.n, g.act);
+    }
   }
 }
 
