@@ -31,6 +31,8 @@ MUTATIONS=(
   'queue_no_reaper|src/serve/batch_queue.cc|void BatchQueue::Core::reap() {\n|void BatchQueue::Core::reap() {\n  if (true) return;  // MUTATION\n'
   'bench_check_off|tools/bench.cc|  for (auto\& a : accs) r.max_err = std::max(r.max_err, static_cast<double>(a.to_vector<float>()[0]));|  (void)accs;  // MUTATION'
   'gelu_erf_as_tanh|src/ops/cpu/elementwise.cc|t[j] = xi[j] * 0.70710678118654752f;\n        erf_n(t, t, m);|t[j] = 0.7978845608028654f * (xi[j] + 0.044715f * xi[j] * xi[j] * xi[j]);  // MUTATION\n        tanh_n(t, t, m);'
+  'cross_stream_unordered|src/memory/caching_allocator.cc|    if (!finished) to.order_after(*done);|    if (false) to.order_after(*done);  // MUTATION'
+  'cross_stream_inherits_failure|src/backend/cpu/cpu_backend.cc|  enqueue_host("stream_order_after", [this, m] {\n|  if (true) return wait(event);  // MUTATION\n  enqueue_host("stream_order_after", [this, m] {\n'
   'queue_no_cancel|src/serve/batch_queue.cc|    if (r.current() != RequestStatus::queued) return false;\n    if (r.lane) {|    if (true) return false;  // MUTATION\n    if (r.lane) {'
 )
 

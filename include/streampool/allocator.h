@@ -6,7 +6,8 @@
 // allocated it: work on that stream is ordered, so the next user runs after the last one.
 // If record_stream() marked other streams as users, the free records an event on each of
 // them, and the block returns to the cache only once all those events have completed (polled
-// without blocking at later allocations). Nothing else ever waits for a free.
+// without blocking at later allocations). Nothing else ever waits for a free. A miss may take
+// a whole free segment of another stream, ordered by an event (Note [Cross-stream segments]).
 
 #include <cstddef>
 #include <cstdint>
@@ -69,6 +70,7 @@ struct MemoryStats {
   std::uint64_t retries = 0;         // allocations that needed the out-of-memory ladder
   std::uint64_t ooms = 0;            // OutOfMemoryError thrown
   std::uint64_t pending_frees = 0;   // blocks waiting for other streams' events
+  std::uint64_t cross_stream_segments = 0;  // free segments moved to another stream on a miss
   std::size_t limit_bytes = 0;       // 0: no limit
 };
 

@@ -56,6 +56,9 @@ class StreamImpl {
   virtual void synchronize() = 0;
   // Later work of this stream waits for `event`'s latest record (same backend kind).
   virtual void wait(EventImpl& event) = 0;
+  // As wait, for ordering a reuse of memory only: a failure recorded before `event` stays the
+  // other stream's and is not raised on this one (CUDA's wait never raises one; the CPU's does).
+  virtual void order_after(EventImpl& event) { wait(event); }
   virtual void* native_handle() = 0;
 
   // Set by the backend while this stream's work is being captured into a graph; whatever

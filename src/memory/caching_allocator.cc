@@ -82,7 +82,9 @@ std::size_t segment_size(std::size_t size) {
 class DeviceAllocator {
  public:
   explicit DeviceAllocator(DevicePool& pool)
-      : device_(pool.device), pool_(pool), front_(new FrontCache[static_cast<std::size_t>(pool.size)]) {
+      : device_(pool.device),
+        pool_(pool),
+        front_(new FrontCache[static_cast<std::size_t>(pool.size + DevicePool::kCaptureStreams)]) {
     small_.small = true;
     const Settings& s = settings();
     no_caching_ = s.no_caching;
@@ -117,6 +119,7 @@ class DeviceAllocator {
     const std::size_t size = round_size(bytes);
     process_events();
     Block* block = no_caching_ ? nullptr : take_free_block(size, stream_id);
+    if (!block && !no_caching_) block = take_other_streams_segment(size, stream_id);
     if (!block) block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
     if (!no_caching_) block = split(block, size);
     block->allocated = true;
@@ -229,7 +232,7 @@ class DeviceAllocator {
 
   // Moves every stream's front cache back into the pools (device lock held).
   void flush_front() {
-    for (int id = 0; id < pool_.size; ++id) {
+    for (int id = 0; id < pool_.size + DevicePool::kCaptureStreams; ++id) {
       std::vector<Block*> blocks;
       {
         std::lock_guard<std::mutex> lock(front_[id].mu);
@@ -254,6 +257,46 @@ class DeviceAllocator {
     Block* b = *it;
     pool.free_blocks.erase(it);
     return b;
+  }
+
+  // Note [Cross-stream segments]
+  // Free blocks are reused only on their own stream (Note [Stream-ordered reuse]), so with
+  // many streams each one's cache would grow to its own peak for every workload it ever ran,
+  // and a long mixed run would keep taking new segments while other streams sit on free ones.
+  // Before asking the device, a miss takes the smallest whole free segment (no split
+  // neighbours, so every block of a segment keeps one stream) of another pool stream that is
+  // at most twice what a new segment would be, and orders it: an event recorded now on the old
+  // stream covers the work queued there before the free, and the new stream waits for it
+  // unless it has already completed (StreamImpl::order_after: the old stream's failure stays
+  // its own). Capture streams take no part: nothing may be recorded on, or waited for by, a
+  // stream in capture.
+  Block* take_other_streams_segment(std::size_t size, std::uint32_t stream_id) {
+    if (stream_id >= static_cast<std::uint32_t>(pool_.size)) return nullptr;
+    const std::size_t most = 2 * segment_size(size);
+    Pool& pool = pool_for(size);
+    Block* best = nullptr;
+    for (Block* b : pool.free_blocks) {
+      if (b->prev || b->next || b->stream_id == stream_id || b->size < size || b->size > most) continue;
+      if (b->stream_id >= static_cast<std::uint32_t>(pool_.size)) continue;
+      if (!best || b->size < best->size) best = b;
+      if (best->size == size) break;
+    }
+    if (!best) return nullptr;
+    StreamImpl& to = pool_.impl(stream_id);
+    std::shared_ptr<EventImpl> done = pool_.backend.create_event(device_, false);
+    done->record(pool_.impl(best->stream_id));
+    bool finished = false;
+    try {
+      finished = done->query();
+    } catch (const std::exception&) {
+      // A failed stream's work is over; its owner learns of the failure at their synchronize.
+      finished = true;
+    }
+    if (!finished) to.order_after(*done);  // never hands the old stream's failure to this one
+    pool.free_blocks.erase(best);
+    best->stream_id = stream_id;
+    ++stats_.cross_stream_segments;
+    return best;
   }
 
   // Asks the device for a segment, climbing the out-of-memory ladder if it must.
@@ -433,7 +476,7 @@ class DeviceAllocator {
 
   const Device device_;
   DevicePool& pool_;
-  std::unique_ptr<FrontCache[]> front_;  // one per stream id, each with its own lock
+  std::unique_ptr<FrontCache[]> front_;  // one per stream id (pool and capture), each with its own lock
   // Counters updated on the fast paths too, hence atomic rather than under mu_.
   std::atomic<std::size_t> allocated_{0}, allocated_peak_{0};
   std::atomic<std::uint64_t> allocations_{0}, frees_{0};

@@ -83,9 +83,11 @@ void DeviceBuffer::fill_now(float value) {
   s.synchronize();
 }
 
-std::vector<float> DeviceBuffer::read(const Stream& stream) const {
-  std::vector<float> host(n_, -1.0f);
-  detail::backend(device_.kind).copy_async(host.data(), ptr_, n_ * sizeof(float), detail::stream_impl(stream));
+std::vector<float> DeviceBuffer::read(const Stream& stream) const { return read_floats(stream, ptr_, n_); }
+
+std::vector<float> read_floats(const Stream& stream, const float* p, std::size_t n) {
+  std::vector<float> host(n, -1.0f);
+  detail::backend(stream.device().kind).copy_async(host.data(), p, n * sizeof(float), detail::stream_impl(stream));
   stream.synchronize();
   return host;
 }

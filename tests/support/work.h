@@ -72,6 +72,9 @@ class DeviceBuffer {
   float* ptr_;
 };
 
+// Copies n floats at `p` (device memory) to the host in `stream`'s order and waits for that stream.
+std::vector<float> read_floats(const Stream& stream, const float* p, std::size_t n);
+
 // A slow producer on `stream`: waits `spin_us` microseconds there (a kernel spinning on the GPU's
 // clock; a host task on the CPU), then sets out[0..n) to `value`. A consumer on another stream
 // that does not wait for it reads what was there before.

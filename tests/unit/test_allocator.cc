@@ -8,6 +8,7 @@
 #include <chrono>
 #include <latch>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -229,6 +230,54 @@ TEST_P(AllocatorTest, EarlyReuseWithoutRecordStreamAndNotWithIt) {
       EXPECT_EQ(seen, -5.0f) << "the early-reuse hazard is real";
     }
   }
+}
+
+// Note [Cross-stream segments]: a miss on one stream takes another stream's whole free segment
+// rather than a new one from the device, and the new stream's work runs after the old stream's
+// work that was still using it.
+TEST_P(AllocatorTest, CrossStreamSegmentIsReusedAfterTheOldStreamsWork) {
+  constexpr std::size_t kFloats = (12u << 20) / sizeof(float);  // 12 MiB: a segment of its own
+  Stream a(device, 5), b(device, 6);
+  void* first = nullptr;
+  {
+    DataPtr p = allocate(device, kFloats * sizeof(float), &a);
+    first = p.get();
+    test::slow_fill(a, static_cast<float*>(p.get()), kFloats, 1.0f, 20000);  // still running at the free
+  }
+  const MemoryStats before = memory_stats(device);
+  DataPtr q = allocate(device, kFloats * sizeof(float), &b);
+  const MemoryStats after = memory_stats(device);
+  EXPECT_EQ(q.get(), first) << "the free segment of stream 5 was not reused";
+  EXPECT_EQ(after.device_allocations, before.device_allocations);
+  EXPECT_EQ(after.cross_stream_segments, before.cross_stream_segments + 1);
+  test::slow_fill(b, static_cast<float*>(q.get()), kFloats, 2.0f, 0);
+  a.synchronize();
+  std::vector<float> got = test::read_floats(b, static_cast<const float*>(q.get()), kFloats);
+  std::size_t stale = 0;
+  for (float v : got) stale += v != 2.0f;
+  EXPECT_EQ(stale, 0u) << "stream 6 wrote before stream 5's last use of the segment had finished";
+}
+
+// The old stream's failure is its own: the new stream orders after it without inheriting it.
+TEST_P(AllocatorTest, CrossStreamSegmentDoesNotPassOnTheOldStreamsFailure) {
+  constexpr std::size_t kBytes = 12u << 20;
+  Stream a(device, 7), b(device, 8);
+  {
+    DataPtr p = allocate(device, kBytes, &a);
+    a.enqueue_host("failing_task", [] {
+      std::this_thread::sleep_for(20ms);
+      throw std::runtime_error("planted failure");
+    });
+  }
+  const MemoryStats before = memory_stats(device);
+  {
+    DataPtr q = allocate(device, kBytes, &b);
+    EXPECT_EQ(memory_stats(device).cross_stream_segments, before.cross_stream_segments + 1);
+    StreamGuard g(b);
+    EXPECT_TRUE(op(1024, 3)) << "work on the new stream";
+  }
+  EXPECT_NO_THROW(b.synchronize());
+  EXPECT_THROW(a.synchronize(), AsyncError);
 }
 
 TEST_P(AllocatorTest, RecordStreamSemantics) {

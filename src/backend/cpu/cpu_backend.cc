@@ -125,6 +125,7 @@ class CpuStream final : public StreamImpl {
   }
 
   void wait(EventImpl& event) override;
+  void order_after(EventImpl& event) override;
 
   void* native_handle() override { return nullptr; }
 
@@ -250,6 +251,16 @@ void CpuStream::wait(EventImpl& event) {
       }
       throw Error("waited on an event recorded after a failure: " + reason);
     }
+  });
+}
+
+void CpuStream::order_after(EventImpl& event) {
+  auto m = static_cast<CpuEvent&>(event).latest();
+  if (!m) return;
+  enqueue_host("stream_order_after", [this, m] {
+    leave_task();  // as in wait: not in flight while blocked
+    m->wait();
+    enter_task();
   });
 }
 
