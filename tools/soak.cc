@@ -325,6 +325,14 @@ int run_soak(const SoakOptions& o) {
               steady.size(), steady_mreqs, host_slope, reserved_slope);
   if (gpu) std::printf(", device in use %.3f", used_slope);
   std::printf("\n");
+  // The second half alone tells a cache that is still settling from one that keeps growing.
+  std::vector<Sample> late;
+  for (const auto& s : samples)
+    if (s.seconds >= 0.5 * duration) late.push_back(s);
+  std::printf("memory in the second half (%zu samples), MB per million requests: host %.3f, device reserved %.3f", late.size(),
+              slope_per_million(late, &Sample::host_mb), slope_per_million(late, &Sample::reserved_mb));
+  if (gpu) std::printf(", device in use %.3f", slope_per_million(late, &Sample::used_mb));
+  std::printf("\n");
   if (!steady.empty()) {
     std::printf("memory at warm-up -> end, MB: host %.1f -> %.1f, device reserved %.1f -> %.1f", steady.front().host_mb,
                 steady.back().host_mb, steady.front().reserved_mb, steady.back().reserved_mb);

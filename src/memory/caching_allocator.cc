@@ -120,6 +120,13 @@ class DeviceAllocator {
     process_events();
     Block* block = no_caching_ ? nullptr : take_free_block(size, stream_id);
     if (!block && !no_caching_) block = take_other_streams_segment(size, stream_id);
+    if (!block && !no_caching_) {
+      // Blocks parked in the streams' front caches keep their segments split: put them back
+      // (merging what they free up) and look again before going to the device.
+      flush_front();
+      block = take_free_block(size, stream_id);
+      if (!block) block = take_other_streams_segment(size, stream_id);
+    }
     if (!block) block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
     if (!no_caching_) block = split(block, size);
     block->allocated = true;
@@ -269,7 +276,8 @@ class DeviceAllocator {
   // stream covers the work queued there before the free, and the new stream waits for it
   // unless it has already completed (StreamImpl::order_after: the old stream's failure stays
   // its own). Capture streams take no part: nothing may be recorded on, or waited for by, a
-  // stream in capture.
+  // stream in capture. Before a new segment the front caches are flushed and both looks
+  // repeated: parked small blocks may be all that keeps a segment split.
   Block* take_other_streams_segment(std::size_t size, std::uint32_t stream_id) {
     if (stream_id >= static_cast<std::uint32_t>(pool_.size)) return nullptr;
     const std::size_t most = 2 * segment_size(size);
