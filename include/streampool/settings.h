@@ -29,6 +29,7 @@ struct Settings {
   PoolExhaustedSetting pool_exhausted;    // STREAMPOOL_POOL_EXHAUSTED: share | wait | wait:MS | error
   MemoryLimitSetting memory_limit;        // STREAMPOOL_MEMORY_LIMIT: "8GiB", "512MB", "90%"
   bool no_caching = false;                // STREAMPOOL_NO_CACHING=1: every allocation goes to the device
+  bool allocator_log = false;             // STREAMPOOL_ALLOCATOR_LOG=1: a stderr line per segment taken from the device
   int cpu_blas_threads = 1;               // STREAMPOOL_CPU_BLAS_THREADS: OpenBLAS threads per GEMM call
   bool allow_tf32 = false;                // STREAMPOOL_ALLOW_TF32=1: float32 GEMMs may use TF32 on CUDA
   GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never

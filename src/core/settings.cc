@@ -16,6 +16,7 @@ constexpr const char* kStreamsVar = "STREAMPOOL_STREAMS_PER_DEVICE";
 constexpr const char* kExhaustedVar = "STREAMPOOL_POOL_EXHAUSTED";
 constexpr const char* kMemoryLimitVar = "STREAMPOOL_MEMORY_LIMIT";
 constexpr const char* kNoCachingVar = "STREAMPOOL_NO_CACHING";
+constexpr const char* kAllocatorLogVar = "STREAMPOOL_ALLOCATOR_LOG";
 constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";
 constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
 constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
@@ -55,6 +56,7 @@ Settings load() {
   if (const char* v = env(kExhaustedVar)) s.pool_exhausted = parse_pool_exhausted(v);
   if (const char* v = env(kMemoryLimitVar)) s.memory_limit = parse_memory_limit(v);
   if (const char* v = env(kNoCachingVar)) s.no_caching = parse_flag(kNoCachingVar, v);
+  if (const char* v = env(kAllocatorLogVar)) s.allocator_log = parse_flag(kAllocatorLogVar, v);
   if (const char* v = env(kTf32Var)) s.allow_tf32 = parse_flag(kTf32Var, v);
   if (const char* v = env(kBlasThreadsVar)) {
     long long n = 0;
@@ -211,6 +213,8 @@ std::vector<SettingReport> settings_report() {
        "cap on memory the allocator reserves per device: size (8GiB, 512MB) or percentage (90%)"},
       {kNoCachingVar, s.no_caching ? "1" : "0", env(kNoCachingVar) != nullptr,
        "1: bypass the caching allocator (every allocation and free goes to the device)"},
+      {kAllocatorLogVar, s.allocator_log ? "1" : "0", env(kAllocatorLogVar) != nullptr,
+       "1: one line on stderr for each segment the allocator takes from the device, and why the cache could not serve it"},
       {kBlasThreadsVar, std::to_string(s.cpu_blas_threads), env(kBlasThreadsVar) != nullptr,
        "OpenBLAS threads per CPU GEMM (parallelism comes from streams; raise for few threads)"},
       {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,

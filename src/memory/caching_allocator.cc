@@ -12,6 +12,8 @@
 // stream worker ever takes an allocator lock while holding its queue lock, so no cycle exists.
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -88,6 +90,7 @@ class DeviceAllocator {
     small_.small = true;
     const Settings& s = settings();
     no_caching_ = s.no_caching;
+    log_ = s.allocator_log;
     if (s.memory_limit.set) {
       limit_ = s.memory_limit.is_fraction
                    ? static_cast<std::size_t>(s.memory_limit.fraction *
@@ -126,8 +129,12 @@ class DeviceAllocator {
       flush_front();
       block = take_free_block(size, stream_id);
       if (!block) block = take_other_streams_segment(size, stream_id);
+      if (!block) block = take_other_streams_segment(size, stream_id, /*any_size=*/true);
     }
-    if (!block) block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
+    if (!block) {
+      if (log_) log_miss(size, stream_id);
+      block = new_segment(lock, no_caching_ ? size : segment_size(size), bytes, size, stream_id);
+    }
     if (!no_caching_) block = split(block, size);
     block->allocated = true;
     count_alloc(block->size);
@@ -277,10 +284,11 @@ class DeviceAllocator {
   // unless it has already completed (StreamImpl::order_after: the old stream's failure stays
   // its own). Capture streams take no part: nothing may be recorded on, or waited for by, a
   // stream in capture. Before a new segment the front caches are flushed and both looks
-  // repeated: parked small blocks may be all that keeps a segment split.
-  Block* take_other_streams_segment(std::size_t size, std::uint32_t stream_id) {
+  // repeated: parked small blocks may be all that keeps a segment split; the last look takes
+  // a whole segment of any size (splitting a large one beats growing the reserve).
+  Block* take_other_streams_segment(std::size_t size, std::uint32_t stream_id, bool any_size = false) {
     if (stream_id >= static_cast<std::uint32_t>(pool_.size)) return nullptr;
-    const std::size_t most = 2 * segment_size(size);
+    const std::size_t most = any_size ? SIZE_MAX : 2 * segment_size(size);
     Pool& pool = pool_for(size);
     Block* best = nullptr;
     for (Block* b : pool.free_blocks) {
@@ -305,6 +313,27 @@ class DeviceAllocator {
     best->stream_id = stream_id;
     ++stats_.cross_stream_segments;
     return best;
+  }
+
+  // STREAMPOOL_ALLOCATOR_LOG: why the cache could not serve a request (device lock held). The
+  // free bytes of the request's pool and the largest free block and whole segment anywhere in
+  // it tell fragmentation (plenty free, nothing whole) from a new peak (little free).
+  void log_miss(std::size_t size, std::uint32_t stream_id) {
+    const Pool& pool = pool_for(size);
+    std::size_t free_bytes = 0, largest = 0, largest_whole = 0, own = 0;
+    for (const Block* b : pool.free_blocks) {
+      free_bytes += b->size;
+      largest = std::max(largest, b->size);
+      if (!b->prev && !b->next) largest_whole = std::max(largest_whole, b->size);
+      if (b->stream_id == stream_id) own += b->size;
+    }
+    std::fprintf(stderr,
+                 "streampool allocator: %s: new segment for %s on %s; %s pool free %s (this stream %s), largest free "
+                 "block %s, largest whole free segment %s; reserved %s, allocated %s\n",
+                 device_.str().c_str(), format_bytes(size).c_str(), Stream(device_, stream_id).str().c_str(),
+                 pool.small ? "small" : "large", format_bytes(free_bytes).c_str(), format_bytes(own).c_str(),
+                 format_bytes(largest).c_str(), format_bytes(largest_whole).c_str(),
+                 format_bytes(stats_.reserved_bytes).c_str(), format_bytes(allocated_.load(std::memory_order_relaxed)).c_str());
   }
 
   // Asks the device for a segment, climbing the out-of-memory ladder if it must.
@@ -494,6 +523,7 @@ class DeviceAllocator {
   MemoryStats stats_;
   std::size_t limit_ = 0;
   bool no_caching_ = false;  // fixed at construction
+  bool log_ = false;         // STREAMPOOL_ALLOCATOR_LOG, fixed at construction
 };
 
 namespace {

@@ -363,6 +363,18 @@ int main(int argc, char** argv) {
                 << " reserved=" << s.reserved_bytes << "\n";
       return s.device_allocations == s.allocations && s.reserved_bytes == 0 ? 0 : 6;
     }
+    if (scenario == "alloclog") {
+      // STREAMPOOL_ALLOCATOR_LOG=1: one line per segment taken from the device, none for a
+      // segment moved from another stream. 12 MiB requests get segments of their own.
+      const std::size_t bytes = 12u << 20;
+      Stream a(g_device, 1), b(g_device, 2);
+      { DataPtr p = allocate(g_device, bytes, &a); }     // a new segment: one line
+      DataPtr q = allocate(g_device, bytes, &b);          // moved from stream 1: no line
+      DataPtr r = allocate(g_device, bytes, &b);          // a new segment: one line
+      synchronize(g_device);
+      std::cout << "device_allocations=" << memory_stats(g_device).device_allocations << "\n";
+      return 0;
+    }
     if (scenario == "limit") {
       if (memory_limit(g_device) != (8u << 20)) return 7;
       Tensor ok = empty({1 << 20}, DType::float32, g_device);  // 4 MiB fits

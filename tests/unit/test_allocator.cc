@@ -393,6 +393,19 @@ TEST_P(AllocatorTest, NoCachingFromEnvironment) {
   EXPECT_EQ(r.status, 0) << r.output;
 }
 
+TEST_P(AllocatorTest, AllocatorLogNamesEachNewSegment) {
+  auto r = test::run_helper("alloclog " + GetParam(), "STREAMPOOL_ALLOCATOR_LOG=1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::size_t lines = 0;
+  for (std::size_t at = r.output.find("new segment for 12.00 MiB"); at != std::string::npos;
+       at = r.output.find("new segment for 12.00 MiB", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 2u) << r.output;
+  EXPECT_NE(r.output.find("largest whole free segment"), std::string::npos) << r.output;
+  auto quiet = test::run_helper("alloclog " + GetParam());
+  EXPECT_EQ(quiet.output.find("streampool allocator:"), std::string::npos) << quiet.output;
+}
+
 TEST_P(AllocatorTest, MemoryLimitFromEnvironment) {
   auto r = test::run_helper("limit " + GetParam(), "STREAMPOOL_MEMORY_LIMIT=8MiB");
   EXPECT_EQ(r.status, 0) << r.output;
