@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "streampool/device.h"
 #include "streampool/stream.h"
@@ -43,12 +44,19 @@ class DataPtr {
  private:
   friend DataPtr allocate(const Device&, std::size_t, const Stream*);
   friend void record_stream(const DataPtr&, const Stream&);
+  friend DataPtr external_data(void*, std::size_t, const Device&, const Stream&, std::shared_ptr<void>);
   void* ptr_ = nullptr;
   std::size_t size_ = 0;
   Device device_;
   std::uint32_t stream_id_ = 0;
   detail::Block* block_ = nullptr;
+  std::shared_ptr<void> owner_;  // memory of another library (interop.h): released with the DataPtr
 };
+
+// Memory that another library owns, held as long as the DataPtr lives (interop.h). record_stream
+// is a no-op on it: its owner decides when the memory may be reused.
+DataPtr external_data(void* ptr, std::size_t bytes, const Device& device, const Stream& stream,
+                      std::shared_ptr<void> owner);
 
 // `bytes` of device memory for use on `stream` (default: the calling thread's current stream
 // on `device`). Throws OutOfMemoryError after the out-of-memory ladder: free cached blocks and

@@ -13,6 +13,7 @@
 #include "streampool/dtype.h"
 #include "streampool/safetensors.h"
 #include "streampool/tensor.h"
+#include "streampool/interop.h"
 #include "streampool/ops.h"
 #include "streampool/nn/bert.h"
 #include "streampool/nn/layers.h"

@@ -131,6 +131,10 @@ class Backend {
   // io.inputs in and io.outputs out (body fills io.outputs), or returns nullptr where the backend
   // has no graphs (the CPU). Throws GraphError, the stream left usable, when the capture fails.
   virtual std::unique_ptr<GraphExec> capture(StreamImpl&, GraphIo&, const std::function<void()>&) { return nullptr; }
+  // Note [Native streams] (interop.h): ordering with another library's stream by one event.
+  // Backends without native streams (the CPU) refuse with InvalidArgument.
+  virtual void wait_native(StreamImpl& stream, std::uintptr_t native);
+  virtual void native_wait(std::uintptr_t native, StreamImpl& stream);
 };
 
 // nullptr where this build lacks the backend (defined in backend/registry.cc).

@@ -574,7 +574,7 @@ DataPtr::~DataPtr() {
 
 DataPtr::DataPtr(DataPtr&& o) noexcept
     : ptr_(std::exchange(o.ptr_, nullptr)), size_(std::exchange(o.size_, 0)), device_(o.device_),
-      stream_id_(o.stream_id_), block_(std::exchange(o.block_, nullptr)) {}
+      stream_id_(o.stream_id_), block_(std::exchange(o.block_, nullptr)), owner_(std::move(o.owner_)) {}
 
 DataPtr& DataPtr::operator=(DataPtr&& o) noexcept {
   if (this != &o) {
@@ -584,13 +584,27 @@ DataPtr& DataPtr::operator=(DataPtr&& o) noexcept {
     device_ = o.device_;
     stream_id_ = o.stream_id_;
     block_ = std::exchange(o.block_, nullptr);
+    owner_ = std::move(o.owner_);
   }
   return *this;
 }
 
+DataPtr external_data(void* ptr, std::size_t bytes, const Device& device, const Stream& stream, std::shared_ptr<void> owner) {
+  if (stream.device() != device) {
+    throw InvalidArgument("external_data: stream " + stream.str() + " is not on " + device.str());
+  }
+  DataPtr out;
+  out.ptr_ = ptr;
+  out.size_ = bytes;
+  out.device_ = device;
+  out.stream_id_ = stream.id();
+  out.owner_ = std::move(owner);
+  return out;
+}
+
 void record_stream(const DataPtr& ptr, const Stream& stream) {
   if (!ptr.ptr_) throw InvalidArgument("record_stream: empty DataPtr");
-  if (!ptr.block_) return;  // arena memory lives as long as its graph (Note [Graph arenas])
+  if (!ptr.block_) return;  // arena memory lives as long as its graph (Note [Graph arenas]); external memory is its owner's
   if (stream.device() != ptr.device_) {
     throw InvalidArgument("record_stream: memory on " + ptr.device_.str() + " cannot be used by " + stream.str());
   }

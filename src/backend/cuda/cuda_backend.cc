@@ -215,6 +215,29 @@ void CudaStream::wait(EventImpl& event) {
   STREAMPOOL_CUDA_CHECK(cudaStreamWaitEvent(handle_, static_cast<CudaEvent&>(event).handle(), 0), context());
 }
 
+cudaStream_t native_handle_of(StreamImpl& s, std::uintptr_t native) {
+  if (native == 0) {
+    throw InvalidArgument(s.stream.str() + ": native stream 0 is ambiguous (DLPack: 1 is the legacy default stream, "
+                          "2 the per-thread default stream, anything else a cudaStream_t)");
+  }
+  return reinterpret_cast<cudaStream_t>(native);
+}
+
+// One event between a pool stream and a native one: `into_pool` makes the pool stream wait
+// for the native stream's work so far, else the other way round.
+void order(cudaStream_t native, StreamImpl& s, bool into_pool) {
+  STREAMPOOL_CUDA_SCOPE;
+  auto& cs = static_cast<CudaStream&>(s);
+  const int index = s.stream.device().index;
+  CudaDeviceGuard guard(index);
+  cs.refuse_while_capturing("ordering with a native stream");
+  cudaEvent_t e = event_pool(index).get(index, false);
+  cudaError_t st = cudaEventRecord(e, into_pool ? native : cs.handle());
+  if (st == cudaSuccess) st = cudaStreamWaitEvent(into_pool ? cs.handle() : native, e, 0);
+  event_pool(index).put(e, false);  // the wait has taken the event's state: it may be reused
+  STREAMPOOL_CUDA_CHECK(st, cs.context() + " (ordering with native stream " + std::to_string(reinterpret_cast<std::uintptr_t>(native)) + ")");
+}
+
 class CudaBackend final : public Backend {
  public:
   DeviceKind kind() const override { return DeviceKind::cuda; }
@@ -320,6 +343,10 @@ class CudaBackend final : public Backend {
   std::unique_ptr<GraphExec> capture(StreamImpl& s, GraphIo& io, const std::function<void()>& body) override {
     return capture_graph(s, io, body);
   }
+
+  // Note [Native streams]: 1 and 2 are cudaStreamLegacy and cudaStreamPerThread as they stand.
+  void wait_native(StreamImpl& s, std::uintptr_t native) override { order(native_handle_of(s, native), s, true); }
+  void native_wait(std::uintptr_t native, StreamImpl& s) override { order(native_handle_of(s, native), s, false); }
 
   void self_test(StreamImpl& s) override {
     STREAMPOOL_CUDA_SCOPE;
