@@ -182,8 +182,11 @@ Tensor from_dlpack_capsule(py::capsule cap) {
     try {
       done->record(s);
     } catch (const std::exception&) {
+      // The stream failed: its work on the memory is over; release without waiting.
     }
-    push_completion({[done] { done->synchronize(); }, [g]() mutable { g.reset(); }, 0});
+    // Moved, not copied: no reference may stay behind in this deleter, which runs on whatever
+    // thread dropped the last view (a stream or queue worker).
+    push_completion({[done] { done->synchronize(); }, [g = std::move(g)]() mutable { g.reset(); }, 0});
   });
   // `guard` moved into the owner; a failure below releases it through the owner.
   return from_external(data, shape, strides, dt, dev, std::move(owner));
@@ -216,11 +219,12 @@ Tensor tensor_from_numpy(const py::object& obj, const py::object& device, const 
   Shape shape(arr.shape(), arr.shape() + arr.ndim());
   const void* data = arr.data();
   const std::size_t bytes = static_cast<std::size_t>(arr.nbytes());
+  const std::optional<DType> want = dtype.is_none() ? std::nullopt : std::optional<DType>(dtype_from_py(dtype));
   Tensor t;
   {
-    NoGil release;
+    NoGil release;  // nothing of Python's below
     t = from_host(data, bytes, shape, dt, dev);  // copies before it returns
-    if (!dtype.is_none()) t = t.to(dtype_from_py(dtype));
+    if (want && *want != dt) t = t.to(*want);
   }
   return t;
 }
