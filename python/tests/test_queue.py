@@ -93,3 +93,26 @@ def test_deadline_passed_is_a_timeout_error_and_cancel_removes(device):
                 victim.result()
         first.result(timeout=30)
         time.sleep(0)  # the completion thread may still be handing over the last ones
+
+
+def test_lent_numpy_memory_is_released_on_a_python_thread(device):
+    # A request's NumPy input is lent without a copy; the queue's C++ threads drop the last
+    # view, but NumPy's deleter must run on the completion thread (never on a worker thread).
+    import weakref
+    m, _, _ = linear(device)
+    released = []
+
+    def lend(q, i):
+        a = np.full((1, 8), i, np.float32)
+        weakref.finalize(a, lambda: released.append(threading.current_thread().name))
+        return q.submit(a)  # `a` is referenced by the DLPack capsule alone from here on
+
+    with sp.BatchQueue(m, max_batch_size=4) as q:
+        futs = [lend(q, i) for i in range(300)]
+        for f in futs:
+            f.result(timeout=30)
+    deadline = time.time() + 10
+    while len(released) < 300 and time.time() < deadline:
+        time.sleep(0.01)
+    assert len(released) == 300, "lent memory was not released"
+    assert set(released) <= {"streampool-completions", threading.current_thread().name}, set(released)
