@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages streampool needs (Debian / Ubuntu), only those missing.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev)
+packages=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
+          python3-dev pybind11-dev libdlpack-dev python3-numpy python3-pytest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
