@@ -47,6 +47,20 @@ py::object output(const nn::Output& out) {
   return py::cast(out.y);
 }
 
+// A module or a compiled module called from Python: inputs gathered with the GIL, the forward
+// run without it.
+template <typename Model>
+py::object call(const Model& model, const Device& device, const py::object& x, const py::object& kpm,
+                const py::object& am, const py::object& tt) {
+  nn::Input in = make_input(x, kpm, am, tt, device);
+  nn::Output out;
+  {
+    NoGil release;
+    out = model.forward(in);
+  }
+  return output(out);
+}
+
 std::chrono::microseconds micros(double seconds, const char* what) {
   if (!(seconds >= 0)) throw InvalidArgument(std::string(what) + " must be a number of seconds >= 0");
   return std::chrono::microseconds(static_cast<std::int64_t>(seconds * 1e6));
@@ -83,15 +97,7 @@ void register_nn(py::module_& m) {
       }, py::arg("state_dict"), py::arg("device") = "cpu", py::arg("dtype") = "float32",
          py::arg("ignore") = std::vector<std::string>{})
       .def("__call__", [](const nn::Module& mod, const py::object& x, const py::object& kpm, const py::object& am,
-                          const py::object& tt) {
-        nn::Input in = make_input(x, kpm, am, tt, mod.device());
-        nn::Output out;
-        {
-          NoGil release;
-          out = mod.forward(in);
-        }
-        return output(out);
-      }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
+                          const py::object& tt) { return call(mod, mod.device(), x, kpm, am, tt); }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
          py::arg("token_type_ids") = py::none())
       .def("__repr__", [](const nn::Module& mod) {
         return "<streampool.nn." + std::string(mod.name()) + " on " + mod.device().str() + ", " +
@@ -106,15 +112,7 @@ void register_nn(py::module_& m) {
   py::class_<CompiledModule, std::shared_ptr<CompiledModule>>(m, "CompiledModule",
                                                                "A module replayed as a captured graph (one capture per input signature and stream).")
       .def("__call__", [](const CompiledModule& c, const py::object& x, const py::object& kpm, const py::object& am,
-                          const py::object& tt) {
-        nn::Input in = make_input(x, kpm, am, tt, c.module().device());
-        nn::Output out;
-        {
-          NoGil release;
-          out = c.forward(in);
-        }
-        return output(out);
-      }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
+                          const py::object& tt) { return call(c, c.module().device(), x, kpm, am, tt); }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
          py::arg("token_type_ids") = py::none())
       .def("stats", [](const CompiledModule& c) {
         const GraphStats s = c.stats();
