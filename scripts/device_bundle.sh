@@ -4,7 +4,9 @@
 # and the anchor sources into .device/anchors. On the machine: tar xJf .device/bundle.tar.xz
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf .device/stage && mkdir -p .device/stage/.device/lib .device/anchors
+rm -rf .device/stage && mkdir -p .device/stage/.device/lib .device/anchors .device/include/dlpack
+# DLPack's header for scripts/device_python.sh (that machine has no Debian -dev packages).
+[ -f /usr/include/dlpack/dlpack.h ] && cp /usr/include/dlpack/dlpack.h .device/include/dlpack/
 cp ../shared/anchors/*.cpp ../shared/anchors/*.cu ../shared/anchors/*.py .device/anchors/ 2>/dev/null || true
 for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libbenchmark.so.1debian; do
   cp -L "/usr/lib/x86_64-linux-gnu/$l" .device/stage/.device/lib/
