@@ -148,6 +148,10 @@ void register_runtime(py::module_& m) {
     o["limit_bytes"] = s.limit_bytes;
     return o;
   }, py::arg("device"));
+  m.def("reset_peak_stats", [](const py::object& d) { reset_peak_stats(device_from_py(d)); }, py::arg("device"));
+  m.def("set_memory_limit", [](const py::object& d, std::size_t bytes) { set_memory_limit(device_from_py(d), bytes); },
+        py::arg("device"), py::arg("bytes"), "Caps what the allocator reserves on the device (0 removes the cap).");
+  m.def("memory_limit", [](const py::object& d) { return memory_limit(device_from_py(d)); }, py::arg("device"));
   m.def("empty_cache", [](const py::object& d) {
     const Device dev = device_from_py(d);
     NoGil release;

@@ -185,3 +185,16 @@ def test_encoder_matches_torch(device):
     with torch.no_grad():
         want = ref(x).numpy()
     np.testing.assert_allclose(m(x.numpy()).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_out_of_memory_is_a_memory_error_with_the_allocators_message(device):
+    sp.empty_cache(device)
+    before = sp.memory_limit(device)
+    sp.set_memory_limit(device, 1 << 20)
+    try:
+        with pytest.raises(sp.OutOfMemoryError, match="out of memory") as e:
+            sp.zeros([1 << 20], device=device)  # 4 MiB under a 1 MiB cap
+        assert isinstance(e.value, MemoryError)
+    finally:
+        sp.set_memory_limit(device, before)
+    assert sp.zeros([4], device=device).numpy().tolist() == [0.0] * 4
