@@ -7,8 +7,9 @@
 // sizes on its own stream and then never touches the device lock. The device lock is taken
 // before a front-cache lock (flush), never after. Threads on different devices never contend; threads on one device
 // hold the lock only for the bookkeeping of one allocate or free (a few set operations), plus
-// the rare raw device allocation on a cache miss. Events recorded for record_stream are
-// created and queried under the lock: recording takes only the stream's own queue lock, and no
+// the rare raw device allocation on a cache miss. Events recorded for record_stream and for
+// segments moved between streams (Note [Cross-stream segments]) are created, queried and waited
+// for (a stream's order_after) under the lock: each takes only a stream's own queue lock, and no
 // stream worker ever takes an allocator lock while holding its queue lock, so no cycle exists.
 
 #include <algorithm>
