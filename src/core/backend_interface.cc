@@ -46,11 +46,4 @@ Backend& backend(DeviceKind kind) {
                     " backend (configure with a CUDA toolkit present, or -DSTREAMPOOL_CUDA=ON)");
 }
 
-void Backend::wait_native(StreamImpl& stream, std::uintptr_t) {
-  throw InvalidArgument(stream.stream.str() + ": " + std::string(to_string(kind())) +
-                        " has no native streams to order with (only CUDA streams can be named by a handle)");
-}
-
-void Backend::native_wait(std::uintptr_t native, StreamImpl& stream) { wait_native(stream, native); }
-
 }  // namespace streampool::detail

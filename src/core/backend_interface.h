@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "streampool/device.h"
+#include "streampool/error.h"
 #include "streampool/export.h"
 #include "streampool/stream.h"
 
@@ -132,9 +133,15 @@ class Backend {
   // has no graphs (the CPU). Throws GraphError, the stream left usable, when the capture fails.
   virtual std::unique_ptr<GraphExec> capture(StreamImpl&, GraphIo&, const std::function<void()>&) { return nullptr; }
   // Note [Native streams] (interop.h): ordering with another library's stream by one event.
-  // Backends without native streams (the CPU) refuse with InvalidArgument.
-  virtual void wait_native(StreamImpl& stream, std::uintptr_t native);
-  virtual void native_wait(std::uintptr_t native, StreamImpl& stream);
+  // Backends without native streams (the CPU) refuse with InvalidArgument. Defined here, not
+  // out of line: an out-of-line virtual would become the class's key function and keep its
+  // typeinfo inside the library, where code outside it (UBSan's vptr checks in the tests)
+  // cannot see it.
+  virtual void wait_native(StreamImpl& stream, std::uintptr_t) {
+    throw InvalidArgument(stream.stream.str() + ": " + std::string(to_string(kind())) +
+                          " has no native streams to order with (only CUDA streams can be named by a handle)");
+  }
+  virtual void native_wait(std::uintptr_t native, StreamImpl& stream) { wait_native(stream, native); }
 };
 
 // nullptr where this build lacks the backend (defined in backend/registry.cc).
