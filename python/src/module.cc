@@ -24,6 +24,7 @@ namespace {
 template <typename E>
 void exception(py::module_& m, const char* name, py::handle base) {
   static py::exception<E> ex(m, name, base);
+  ex.attr("__module__") = "streampool";  // streampool.InvalidArgument, as users import it
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -39,6 +40,7 @@ py::tuple bases(py::handle a, py::handle b) { return py::make_tuple(a, b); }
 
 void register_errors(py::module_& m) {
   static py::exception<Error> error(m, "Error", PyExc_RuntimeError);
+  error.attr("__module__") = "streampool";
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -255,6 +255,11 @@ void register_tensor(py::module_& m) {
         return t.size(0);
       })
       .def("numpy", &to_numpy, "A NumPy copy (waits for this thread's current stream).")
+      // numpy.asarray(t) and friends: the same copy (np.from_dlpack(t) shares the memory instead).
+      .def("__array__", [](const Tensor& t, const py::object& dtype, const py::kwargs&) {
+        py::array a = to_numpy(t);
+        return dtype.is_none() ? py::object(a) : a.attr("astype")(dtype);
+      }, py::arg("dtype") = py::none())
       .def("to", [](const Tensor& t, const py::object& target) {
         if (py::isinstance<Device>(target)) {
           NoGil release;

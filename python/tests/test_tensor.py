@@ -19,6 +19,15 @@ def test_numpy_round_trip_keeps_values_and_dtype(device):
         assert b.dtype == a.dtype and np.array_equal(a, b)
 
 
+def test_asarray_copies_and_errors_name_the_package(device):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = sp.tensor(a, device=device)
+    b = np.asarray(t)
+    assert b.dtype == np.float32 and np.array_equal(a, b)
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert sp.InvalidArgument.__module__ == "streampool" and sp.Error.__module__ == "streampool"
+
+
 def test_float64_becomes_float32():
     t = sp.tensor(np.arange(4, dtype=np.float64))
     assert t.dtype == "float32" and t.numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
