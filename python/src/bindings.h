@@ -46,6 +46,9 @@ void register_nn(py::module_& m);
 // "float32", "float16", ... or a NumPy / PyTorch dtype object (its str()).
 DType dtype_from_py(const py::handle& h);
 Device device_from_py(const py::handle& h);
+// A zero-copy view of a DLPack producer (or capsule); a copy of anything numpy.asarray takes.
+Tensor from_dlpack(const py::object& obj);
+Tensor tensor_from_numpy(const py::object& obj, const py::object& device, const py::object& dtype);
 
 // Work for the completion thread (Note [Python threads]). `wait` runs first with the GIL
 // released (it may block: an event of a stream), then `run` with the GIL held. Either may be

@@ -20,9 +20,9 @@ Tensor as_tensor(const py::object& obj, const std::optional<Device>& device) {
   if (py::isinstance<Tensor>(obj)) {
     t = obj.cast<Tensor>();
   } else if (py::hasattr(obj, "__dlpack__")) {
-    t = py::module_::import("streampool._core").attr("from_dlpack")(obj).cast<Tensor>();
+    t = from_dlpack(obj);
   } else {
-    t = py::module_::import("streampool._core").attr("tensor")(obj).cast<Tensor>();
+    t = tensor_from_numpy(obj, py::none(), py::none());
   }
   if (device && t.device() != *device) {
     NoGil release;

@@ -192,6 +192,20 @@ Tensor from_dlpack_capsule(py::capsule cap) {
   return from_external(data, shape, strides, dt, dev, std::move(owner));
 }
 
+py::array to_numpy(const Tensor& t) {
+  py::array out(numpy_dtype(t.dtype()), std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
+  void* dst = out.mutable_data();
+  const std::size_t bytes = t.nbytes();
+  {
+    NoGil release;
+    Tensor c = t.contiguous();
+    c.copy_to_host(dst, bytes);
+  }
+  return out;
+}
+
+}  // namespace
+
 Tensor from_dlpack(const py::object& obj) {
   if (py::isinstance<py::capsule>(obj)) return from_dlpack_capsule(obj.cast<py::capsule>());
   if (!py::hasattr(obj, "__dlpack__")) {
@@ -228,20 +242,6 @@ Tensor tensor_from_numpy(const py::object& obj, const py::object& device, const 
   }
   return t;
 }
-
-py::array to_numpy(const Tensor& t) {
-  py::array out(numpy_dtype(t.dtype()), std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
-  void* dst = out.mutable_data();
-  const std::size_t bytes = t.nbytes();
-  {
-    NoGil release;
-    Tensor c = t.contiguous();
-    c.copy_to_host(dst, bytes);
-  }
-  return out;
-}
-
-}  // namespace
 
 void register_tensor(py::module_& m) {
   py::class_<Tensor>(m, "Tensor", "A view of device memory with a shape and a dtype.")
