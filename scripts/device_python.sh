@@ -16,7 +16,7 @@ inc=$($PY -m pybind11 --includes) || { echo "device_python: $PY has no pybind11"
 ext=$($PY -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 cp python/streampool/* "$B/python/streampool/"
 g++ -O2 -std=c++20 -shared -fPIC -fvisibility=hidden $inc -Iinclude -I"$B/include" -I"$DL" \
-  python/src/module.cc python/src/tensor.cc python/src/nn.cc python/src/completions.cc \
+  python/src/module.cc python/src/tensor.cc python/src/nn.cc python/src/completions.cc python/src/exit.cc \
   -L"$B" -lstreampool -Wl,-rpath,'$ORIGIN/../..' -o "$B/python/streampool/_core$ext" || { echo "device_python: build failed"; exit 2; }
 export PYTHONPATH=$PWD/$B/python
 $PY -m pytest -q -p no:cacheprovider python/tests 2>&1 | tee "$OUT/pytest.txt" | tail -30

@@ -22,14 +22,19 @@ namespace py = pybind11;
 
 namespace streampool::python {
 
-// Releases the GIL for its scope, like py::gil_scoped_release, but its destructor may throw: a
-// daemon thread that returns from streampool while the interpreter finalizes is ended by
-// pthread_exit inside PyEval_RestoreThread, and that forced unwind must pass through here
-// (a noexcept destructor would turn it into std::terminate, a crash at interpreter exit).
+// Interpreter exit (Note [Python exit]). exit_gate_restore() retakes the GIL for NoGil.
+void exit_gate_restore(PyThreadState* state);
+// True once the package's atexit hook ran: memory lent by NumPy or PyTorch is then leaked.
+bool python_exiting();
+
+// Releases the GIL for its scope, like py::gil_scoped_release. Its destructor may throw: where a
+// thread still retakes the GIL while the interpreter finalizes, Python ends it by pthread_exit
+// inside PyEval_RestoreThread, and that forced unwind must pass through here (a noexcept
+// destructor would turn it into std::terminate). The exit gate keeps that from happening.
 class NoGil {
  public:
   NoGil() : state_(PyEval_SaveThread()) {}
-  ~NoGil() noexcept(false) { PyEval_RestoreThread(state_); }
+  ~NoGil() noexcept(false) { exit_gate_restore(state_); }
   NoGil(const NoGil&) = delete;
   NoGil& operator=(const NoGil&) = delete;
 
@@ -42,6 +47,7 @@ void register_errors(py::module_& m);
 void register_runtime(py::module_& m);
 void register_tensor(py::module_& m);
 void register_nn(py::module_& m);
+void register_exit(py::module_& m);
 
 // "float32", "float16", ... or a NumPy / PyTorch dtype object (its str()).
 DType dtype_from_py(const py::handle& h);

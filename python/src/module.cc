@@ -171,4 +171,5 @@ PYBIND11_MODULE(_core, m) {
   register_tensor(m);
   register_nn(m);
   register_completions(m);
+  register_exit(m);
 }

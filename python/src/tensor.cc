@@ -147,8 +147,6 @@ py::capsule to_dlpack(const Tensor& t, const py::object& stream) {
   });
 }
 
-std::atomic<bool> g_finalizing{false};  // set at interpreter exit: lent memory is then leaked
-
 Tensor from_dlpack_capsule(py::capsule cap) {
   if (!PyCapsule_IsValid(cap.ptr(), "dltensor")) {
     throw InvalidArgument("from_dlpack: not a DLPack capsule, or one already consumed");
@@ -174,7 +172,7 @@ Tensor from_dlpack_capsule(py::capsule cap) {
   const Stream s = current_stream(dev);
   // Released when the last view goes, from whichever thread that is (Note [DLPack]).
   std::shared_ptr<void> owner(nullptr, [g = std::move(guard), s](void*) mutable {
-    if (g_finalizing.load()) {
+    if (python_exiting()) {
       new std::shared_ptr<DLManagedTensor>(std::move(g));  // leaked on purpose: Python is going away
       return;
     }
@@ -299,7 +297,6 @@ void register_tensor(py::module_& m) {
     NoGil release;
     return zeros(shape, dt, d);
   }, py::arg("shape"), py::arg("dtype") = "float32", py::arg("device") = "cpu");
-  m.def("_set_finalizing", [] { g_finalizing.store(true); });
 }
 
 }  // namespace streampool::python

@@ -59,10 +59,14 @@ def _loop():
 
 
 def _stop():
+    # Runs on the finalizing thread after Python joined the non-daemon threads (Note [Python
+    # exit] in python/src/exit.cc): the completion thread ends first, while it still may retake
+    # the GIL; then the gate closes for every other thread.
     global _stopping
     _stopping = True
-    _core._set_finalizing()
     _core._stop_completions()
+    _thread.join(timeout=5)
+    _core._begin_exit()
 
 
 _thread = threading.Thread(target=_loop, name="streampool-completions", daemon=True)
