@@ -33,6 +33,8 @@ MUTATIONS=(
   'gelu_erf_as_tanh|src/ops/cpu/elementwise.cc|t[j] = xi[j] * 0.70710678118654752f;\n        erf_n(t, t, m);|t[j] = 0.7978845608028654f * (xi[j] + 0.044715f * xi[j] * xi[j] * xi[j]);  // MUTATION\n        tanh_n(t, t, m);'
   'cross_stream_unordered|src/memory/caching_allocator.cc|    if (!finished) to.order_after(*done);|    if (false) to.order_after(*done);  // MUTATION'
   'cross_stream_inherits_failure|src/backend/cpu/cpu_backend.cc|  enqueue_host("stream_order_after", [this, m] {\n|  if (true) return wait(event);  // MUTATION\n  enqueue_host("stream_order_after", [this, m] {\n'
+  'recycle_off|src/memory/caching_allocator.cc|    if (total < seg) return;|    return;  // MUTATION'
+  'recycle_no_wait|src/memory/caching_allocator.cc|        m->synchronize();|        (void)m;  // MUTATION'
   'queue_no_cancel|src/serve/batch_queue.cc|    if (r.current() != RequestStatus::queued) return false;\n    if (r.lane) {|    if (true) return false;  // MUTATION\n    if (r.lane) {'
 )
 

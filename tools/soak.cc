@@ -90,6 +90,7 @@ struct Sample {
   std::uint64_t segments;                // raw device allocations so far (cache misses)
   std::uint64_t pending;                 // freed blocks waiting for other streams' events now
   std::uint64_t moved;                   // free segments taken over by another stream so far
+  std::uint64_t recycled;                // whole free segments given back to cover larger misses so far
 };
 
 // Least-squares slope of y against requests, in MB per million requests.
@@ -267,7 +268,7 @@ int run_soak(const SoakOptions& o) {
     const MemoryStats ms = memory_stats(dev);
     Sample s{seconds, total_requests(), rss_mb(), static_cast<double>(ms.reserved_bytes) / 1e6, -1,
              static_cast<double>(ms.allocated_peak) / 1e6, ms.device_allocations, ms.pending_frees,
-             ms.cross_stream_segments};
+             ms.cross_stream_segments, ms.recycled_segments};
     if (gpu) {
       const DeviceProperties p = device_properties(dev);
       s.used_mb = static_cast<double>(p.total_memory - p.free_memory) / 1e6;
@@ -286,10 +287,10 @@ int run_soak(const SoakOptions& o) {
     std::this_thread::sleep_for(std::chrono::duration<double>(std::min(o.sample_seconds, duration - now)));
     const Sample s = sample(std::chrono::duration<double>(Clock::now() - start).count());
     samples.push_back(s);
-    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB  peak %.1f MB  segments %llu  moved %llu  pending frees %llu%s\n",
+    std::fprintf(stderr, "soak: %6.0f s  %10llu requests  %llu failed  host %.1f MB  device reserved %.1f MB  peak %.1f MB  segments %llu  moved %llu  recycled %llu  pending frees %llu%s\n",
                  s.seconds, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(failed.load()), s.host_mb,
                  s.reserved_mb, s.peak_mb, static_cast<unsigned long long>(s.segments), static_cast<unsigned long long>(s.moved),
-                 static_cast<unsigned long long>(s.pending),
+                 static_cast<unsigned long long>(s.recycled), static_cast<unsigned long long>(s.pending),
                  s.used_mb >= 0 ? ("  in use " + std::to_string(static_cast<long>(s.used_mb)) + " MB").c_str() : "");
   }
   stop = true;
@@ -339,10 +340,11 @@ int run_soak(const SoakOptions& o) {
     if (gpu) std::printf(", device in use %.1f -> %.1f", steady.front().used_mb, steady.back().used_mb);
     // Growth of reserved memory with a flat allocated peak is fragmentation of the cache; with
     // a rising peak, more memory in use at once than before.
-    std::printf("\nallocator at warm-up -> end: allocated peak %.1f -> %.1f MB, raw device allocations %llu -> %llu, segments moved between streams %llu -> %llu\n",
+    std::printf("\nallocator at warm-up -> end: allocated peak %.1f -> %.1f MB, raw device allocations %llu -> %llu, segments moved between streams %llu -> %llu, recycled %llu -> %llu\n",
                 steady.front().peak_mb, steady.back().peak_mb, static_cast<unsigned long long>(steady.front().segments),
                 static_cast<unsigned long long>(steady.back().segments), static_cast<unsigned long long>(steady.front().moved),
-                static_cast<unsigned long long>(steady.back().moved));
+                static_cast<unsigned long long>(steady.back().moved), static_cast<unsigned long long>(steady.front().recycled),
+                static_cast<unsigned long long>(steady.back().recycled));
   }
   j["growth_mb_per_million"] = {{"host", host_slope}, {"device_reserved", reserved_slope}};
   if (gpu) j["growth_mb_per_million"]["device_in_use"] = used_slope;

@@ -79,6 +79,7 @@ struct MemoryStats {
   std::uint64_t ooms = 0;            // OutOfMemoryError thrown
   std::uint64_t pending_frees = 0;   // blocks waiting for other streams' events
   std::uint64_t cross_stream_segments = 0;  // free segments moved to another stream on a miss
+  std::uint64_t recycled_segments = 0;      // whole free segments given back to cover a larger miss
   std::size_t limit_bytes = 0;       // 0: no limit
 };
 

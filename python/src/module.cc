@@ -147,6 +147,7 @@ void register_runtime(py::module_& m) {
     o["ooms"] = s.ooms;
     o["pending_frees"] = s.pending_frees;
     o["cross_stream_segments"] = s.cross_stream_segments;
+    o["recycled_segments"] = s.recycled_segments;
     o["limit_bytes"] = s.limit_bytes;
     return o;
   }, py::arg("device"));
