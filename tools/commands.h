@@ -36,5 +36,7 @@ void add_golden_command(CLI::App& app, int* exit_code);
 void add_bench_command(CLI::App& app, int* exit_code);
 // Adds `soak` (mixed workloads and modes for minutes: failures, latency, memory growth).
 void add_soak_command(CLI::App& app, int* exit_code);
+// Adds `serve` (the Open Inference Protocol over HTTP); absent where Boost.Beast was not found.
+void add_serve_command(CLI::App& app, int* exit_code);
 
 }  // namespace streampool::tools

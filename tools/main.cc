@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   streampool::tools::add_golden_command(app, &exit_code);
   streampool::tools::add_bench_command(app, &exit_code);
   streampool::tools::add_soak_command(app, &exit_code);
+#ifdef STREAMPOOL_HAS_SERVER
+  streampool::tools::add_serve_command(app, &exit_code);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

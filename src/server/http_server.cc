@@ -1,0 +1,373 @@
+// The HTTP/1.1 front end (http_server.h), on Boost.Beast.
+
+#include "server/http_server.h"
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <condition_variable>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace streampool::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+struct HttpServer::Impl {
+  InferenceServer& core;
+  HttpOptions options;
+  net::io_context ioc;
+  tcp::acceptor acceptor;
+  std::vector<std::thread> threads;
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::int64_t> in_flight{0};  // requests received whose response is not written yet
+  std::atomic<std::uint64_t> accepted{0}, received{0}, answered{0};
+  std::atomic<bool> stopping{false};
+  std::mutex drain_mu;  // with drain_cv: waits for in_flight to reach 0
+  std::condition_variable drain_cv;
+  std::once_flag stopped;
+  unsigned short bound_port = 0;
+
+  Impl(InferenceServer& c, const HttpOptions& o)
+      : core(c), options(o), ioc(std::max(1, o.threads)), acceptor(net::make_strand(ioc)) {}
+
+  void request_done() {
+    if (in_flight.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(drain_mu);
+      drain_cv.notify_all();
+    }
+  }
+  void accept();
+};
+
+namespace {
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+std::vector<std::string_view> split_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  std::vector<std::string_view> parts;
+  std::size_t i = 0;
+  while (i < target.size()) {
+    if (target[i] == '/') {
+      ++i;
+      continue;
+    }
+    std::size_t j = target.find('/', i);
+    if (j == std::string_view::npos) j = target.size();
+    parts.push_back(target.substr(i, j - i));
+    i = j;
+  }
+  return parts;
+}
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl& srv) : stream_(std::move(socket)), srv_(srv) {}
+  ~Session() { srv_.connections.fetch_sub(1); }
+
+  void start(bool over_limit) {
+    if (over_limit) {
+      counted_ = false;
+      reply(http::status::service_unavailable, error_body("too many connections (the server's --max-connections)"),
+            "application/json", 11, false);
+      return;
+    }
+    read();
+  }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(srv_.options.max_request_bytes);
+    parser_->header_limit(64 * 1024);
+    stream_.expires_after(srv_.options.timeout);
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted ||
+        ec == net::error::connection_reset || ec == net::error::eof || ec == http::error::partial_message) {
+      return close();
+    }
+    if (ec) {
+      const bool too_big = ec == http::error::body_limit || ec == http::error::header_limit ||
+                           ec == http::error::buffer_overflow;
+      counted_ = false;
+      reply(too_big ? http::status::payload_too_large : http::status::bad_request,
+            error_body(too_big ? "the request is larger than the server's limit (--max-request-bytes " +
+                                     std::to_string(srv_.options.max_request_bytes) + ")"
+                               : "malformed HTTP request: " + ec.message()),
+            "application/json", 11, false);
+      return;
+    }
+    srv_.in_flight.fetch_add(1);
+    srv_.received.fetch_add(1);
+    counted_ = true;
+    req_ = parser_->release();
+    try {
+      route();
+    } catch (const std::exception& e) {
+      // Anything not mapped by route() is the server's own fault.
+      reply(http::status::internal_server_error, error_body(e.what()), "application/json");
+    }
+  }
+
+  void route() {
+    const auto parts = split_path(req_.target());
+    const auto method = req_.method();
+    auto is = [&](std::initializer_list<std::string_view> p) {
+      return parts.size() == p.size() && std::equal(parts.begin(), parts.end(), p.begin());
+    };
+    if (method == http::verb::get && is({"v2", "health", "live"})) return reply(http::status::ok, "", "");
+    if (method == http::verb::get && is({"v2", "health", "ready"})) {
+      return reply(srv_.core.ready() ? http::status::ok : http::status::service_unavailable, "", "");
+    }
+    if (method == http::verb::get && is({"v2"})) {
+      return reply(http::status::ok, srv_.core.server_metadata(), "application/json");
+    }
+    if (method == http::verb::get && is({"metrics"})) {
+      return reply(http::status::ok, srv_.core.metrics_text(), "text/plain; version=0.0.4");
+    }
+    if (parts.size() >= 3 && parts[0] == "v2" && parts[1] == "models") {
+      // /v2/models/{name}[/versions/{version}][/ready|/infer]
+      std::string_view name = parts[2], version, action;
+      std::size_t i = 3;
+      if (parts.size() >= 5 && parts[3] == "versions") {
+        version = parts[4];
+        i = 5;
+      }
+      if (parts.size() == i + 1) action = parts[i];
+      else if (parts.size() != i) return not_found();
+      const Model* model = nullptr;
+      try {
+        model = &srv_.core.model(name, version);
+      } catch (const NotFoundError& e) {
+        return reply(http::status::not_found, error_body(e.what()), "application/json");
+      }
+      if (action.empty() && method == http::verb::get) {
+        return reply(http::status::ok, srv_.core.model_metadata(*model), "application/json");
+      }
+      if (action == "ready" && method == http::verb::get) {
+        return reply(srv_.core.ready() ? http::status::ok : http::status::service_unavailable, "", "");
+      }
+      if (action == "infer" && method == http::verb::post) return infer(*model);
+      if (action.empty() || action == "ready" || action == "infer") {
+        return reply(http::status::method_not_allowed, error_body("method not allowed here"), "application/json");
+      }
+    }
+    return not_found();
+  }
+
+  void not_found() {
+    reply(http::status::not_found, error_body("no such endpoint: " + std::string(req_.target())), "application/json");
+  }
+
+  static http::status status_of(const std::exception& e) {
+    if (dynamic_cast<const NotFoundError*>(&e)) return http::status::not_found;
+    if (dynamic_cast<const QueueFullError*>(&e) || dynamic_cast<const QueueClosedError*>(&e)) {
+      return http::status::service_unavailable;
+    }
+    if (dynamic_cast<const TimeoutError*>(&e)) return http::status::gateway_timeout;
+    if (dynamic_cast<const InvalidArgument*>(&e) || dynamic_cast<const FormatError*>(&e)) {
+      return http::status::bad_request;
+    }
+    return http::status::internal_server_error;
+  }
+
+  void infer(const Model& model) {
+    std::optional<std::size_t> json_length;
+    try {
+      auto h = req_.find("Inference-Header-Content-Length");
+      if (h != req_.end()) {
+        const std::string_view v(h->value().data(), h->value().size());
+        std::size_t n = 0;
+        auto [p, err] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (err != std::errc() || p != v.data() + v.size() || v.empty()) {
+          throw InvalidArgument("Inference-Header-Content-Length is not a byte count: '" + std::string(v) + "'");
+        }
+        json_length = n;
+      }
+      request_ = parse_infer_request(req_.body(), json_length);
+    } catch (const std::exception& e) {
+      model.failure.fetch_add(1, std::memory_order_relaxed);
+      return reply(status_of(e), error_body(e.what()), "application/json");
+    }
+    try {
+      model_ = &model;
+      future_ = srv_.core.submit(model, request_);  // counts its own failures
+    } catch (const std::exception& e) {
+      return reply(status_of(e), error_body(e.what()), "application/json");
+    }
+    req_.body().clear();
+    req_.body().shrink_to_fit();
+    // The queue's completer thread only posts back here: serializing happens on an I/O thread.
+    future_.on_ready([self = shared_from_this()] {
+      net::post(self->stream_.get_executor(), [self] { self->finish_infer(); });
+    });
+  }
+
+  void finish_infer() {
+    try {
+      const InferResponse r = srv_.core.respond(*model_, request_, future_);
+      std::optional<std::size_t> json_length;
+      std::string body = write_infer_response(r, &json_length);
+      future_ = BatchFuture();
+      request_ = InferRequest();
+      Response res{http::status::ok, req_.version()};
+      res.set(http::field::server, "streampool");
+      if (json_length) {
+        res.set("Inference-Header-Content-Length", std::to_string(*json_length));
+        res.set(http::field::content_type, "application/octet-stream");
+      } else {
+        res.set(http::field::content_type, "application/json");
+      }
+      res.body() = std::move(body);
+      send(std::move(res), true);
+    } catch (const std::exception& e) {
+      future_ = BatchFuture();
+      reply(status_of(e), error_body(e.what()), "application/json");
+    }
+  }
+
+  void reply(http::status status, std::string body, const char* type, unsigned version = 0, bool keep = true) {
+    Response res{status, version ? version : req_.version()};
+    res.set(http::field::server, "streampool");
+    if (*type) res.set(http::field::content_type, type);
+    res.body() = std::move(body);
+    send(std::move(res), keep);
+  }
+
+  void send(Response res, bool keep) {
+    keep_ = keep && req_.keep_alive() && !srv_.stopping.load();
+    res.keep_alive(keep_);
+    res.prepare_payload();
+    res_ = std::move(res);
+    stream_.expires_after(srv_.options.timeout);
+    http::async_write(stream_, res_, beast::bind_front_handler(&Session::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    if (counted_) {
+      counted_ = false;
+      if (!ec) srv_.answered.fetch_add(1);
+      srv_.request_done();
+    }
+    if (ec || !keep_) return close();
+    res_ = {};
+    read();
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  HttpServer::Impl& srv_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Request req_;
+  Response res_;
+  bool keep_ = true;
+  bool counted_ = false;  // this request is in in_flight
+  // The infer request waiting for its future (one per connection at a time: HTTP/1.1).
+  InferRequest request_;
+  const Model* model_ = nullptr;
+  BatchFuture future_;
+};
+
+}  // namespace
+
+void HttpServer::Impl::accept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+      // Out of descriptors and the like: keep accepting after a pause, never spin.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      return accept();
+    }
+    accepted.fetch_add(1);
+    const bool over = connections.fetch_add(1) >= options.max_connections;
+    std::make_shared<Session>(std::move(socket), *this)->start(over);
+    accept();
+  });
+}
+
+HttpServer::HttpServer(InferenceServer& server, const HttpOptions& options)
+    : impl_(std::make_shared<Impl>(server, options)) {
+  Impl& s = *impl_;
+  try {
+    const auto addr = net::ip::make_address(options.address);
+    tcp::endpoint ep(addr, options.port);
+    s.acceptor.open(ep.protocol());
+    s.acceptor.set_option(net::socket_base::reuse_address(true));
+    s.acceptor.bind(ep);
+    s.acceptor.listen(net::socket_base::max_listen_connections);
+    s.bound_port = s.acceptor.local_endpoint().port();
+  } catch (const boost::system::system_error& e) {
+    throw ConfigError("streampool serve: cannot listen on " + options.address + ":" + std::to_string(options.port) +
+                      ": " + e.code().message());
+  }
+  s.accept();
+  for (int i = 0; i < std::max(1, options.threads); ++i) {
+    s.threads.emplace_back([&s] { s.ioc.run(); });
+  }
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+unsigned short HttpServer::port() const { return impl_->bound_port; }
+
+HttpStats HttpServer::stats() const {
+  return {impl_->accepted.load(), impl_->received.load(), impl_->answered.load(), impl_->in_flight.load()};
+}
+
+void HttpServer::stop_accepting() {
+  Impl& s = *impl_;
+  s.stopping.store(true);
+  if (s.ioc.stopped()) {
+    beast::error_code ignored;
+    s.acceptor.close(ignored);
+    return;
+  }
+  std::promise<void> done;
+  net::post(s.acceptor.get_executor(), [&] {
+    beast::error_code ignored;
+    s.acceptor.close(ignored);
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+bool HttpServer::drain(std::chrono::milliseconds timeout) {
+  Impl& s = *impl_;
+  std::unique_lock<std::mutex> lock(s.drain_mu);
+  return s.drain_cv.wait_for(lock, timeout, [&] { return s.in_flight.load() <= 0; });
+}
+
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  std::call_once(s.stopped, [&] {
+    if (!s.threads.empty() && !s.ioc.stopped()) stop_accepting();
+    s.ioc.stop();
+    for (auto& t : s.threads) t.join();
+    // The queues' callbacks post into the io_context: close them while it still exists (what
+    // they post then is destroyed with it, unrun).
+    s.core.close();
+  });
+}
+
+}  // namespace streampool::server
