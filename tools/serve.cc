@@ -67,6 +67,15 @@ int run_serve(const ServeOptions& o) {
   std::fprintf(stderr, "streampool serve: %s: not ready; finishing the requests received\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   http.stop_accepting();
   const bool drained = http.drain(std::chrono::milliseconds(static_cast<long>(o.drain_timeout_s * 1000)));
+  if (!drained) {
+    for (const auto& m : core.models()) {
+      const BatchQueueMetrics q = m->queue->metrics();
+      std::fprintf(stderr, "streampool serve: model %s: %llu submitted, %llu completed, %llu failed, %llu waiting\n",
+                   m->config.name.c_str(), static_cast<unsigned long long>(q.submitted),
+                   static_cast<unsigned long long>(q.completed), static_cast<unsigned long long>(q.failed),
+                   static_cast<unsigned long long>(q.queue_depth));
+    }
+  }
   http.stop();
   const server::HttpStats st = http.stats();
   std::fprintf(stderr, "streampool serve: %llu connections, %llu requests received, %llu answered\n",

@@ -27,6 +27,10 @@ struct HttpServer::Impl {
   InferenceServer& core;
   HttpOptions options;
   net::io_context ioc;
+  // Keeps the I/O threads running while every connection waits for a BatchQueue result (no
+  // socket operation pending): without it run() would return and the results posted later
+  // would never be written.
+  net::executor_work_guard<net::io_context::executor_type> work;
   tcp::acceptor acceptor;
   std::vector<std::thread> threads;
   std::atomic<std::size_t> connections{0};
@@ -39,7 +43,7 @@ struct HttpServer::Impl {
   unsigned short bound_port = 0;
 
   Impl(InferenceServer& c, const HttpOptions& o)
-      : core(c), options(o), ioc(std::max(1, o.threads)), acceptor(net::make_strand(ioc)) {}
+      : core(c), options(o), ioc(std::max(1, o.threads)), work(net::make_work_guard(ioc)), acceptor(net::make_strand(ioc)) {}
 
   void request_done() {
     if (in_flight.fetch_sub(1) == 1) {
