@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-way flow of docs/architecture.md, checked on the includes: a file of one layer
 # includes nothing of a layer above it. Layers, lowest first: core, backend, memory, tensor,
-# ops, nn, graph, serve (src/<layer>/ and the public headers that belong to each). Exit 1 naming each
+# ops, nn, graph, serve, server (src/<layer>/ and the public headers that belong to each). Exit 1 naming each
 # include that points upward, and each source line that tests for a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ rank() {  # rank of a src/ path or a public header name
     src/nn/*|nn/*) echo 5 ;;
     src/graph/*|graph.h) echo 6 ;;
     src/serve/*|batch_queue.h|batch_future.h|serve_metrics.h) echo 7 ;;
+    src/server/*) echo 8 ;;
     streampool.h) echo 9 ;;
     *) echo -1 ;;
   esac
@@ -26,7 +27,7 @@ while IFS= read -r file; do
   while IFS= read -r inc; do
     case "$inc" in
       streampool/*) target=$(rank "${inc#streampool/}") ;;
-      core/*|backend/*|memory/*|tensor/*|ops/*|nn/*|graph/*|serve/*) target=$(rank "src/$inc") ;;
+      core/*|backend/*|memory/*|tensor/*|ops/*|nn/*|graph/*|serve/*|server/*) target=$(rank "src/$inc") ;;
       *) continue ;;
     esac
     if [ "$target" -gt "$own" ]; then

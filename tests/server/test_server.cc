@@ -115,6 +115,56 @@ TEST(ProtocolTest, HostileBodiesAreRejectedWithTheirFault) {
   }
 }
 
+// The fuzz target's property (tests/fuzz/infer_request_fuzz.cc) on every build: 20,000 random
+// mutations of valid bodies (bytes flipped, inserted, removed, truncated; the binary header
+// length moved) give a request or an InvalidArgument, nothing else (ASan watches in the asan preset).
+TEST(ProtocolTest, MutatedBodiesGiveARequestOrInvalidArgument) {
+  const std::string bin_head =
+      R"({"inputs":[{"name":"x","datatype":"FP16","shape":[2],"parameters":{"binary_data_size":4}},)"
+      R"({"name":"ids","datatype":"INT64","shape":[1,1],"data":[[7]]}],"outputs":[{"name":"y"}]})";
+  const std::vector<std::pair<std::string, std::optional<std::size_t>>> seeds = {
+      {R"({"id":"a","inputs":[{"name":"input","datatype":"FP32","shape":[2,2],"data":[[1,2],[3,4]]}],)"
+       R"("parameters":{"timeout":100,"binary_data_output":true}})", std::nullopt},
+      {bin_head + std::string("\x00\x3c\x00\x40", 4), bin_head.size()},
+      {R"({"inputs":[{"name":"m","datatype":"BOOL","shape":[3],"data":[true,false,true]},)"
+       R"({"name":"u","datatype":"UINT8","shape":[1],"data":[255]}]})", std::nullopt},
+  };
+  std::mt19937_64 g(12345);
+  int parsed = 0, rejected = 0;
+  const char alphabet[] = "{}[],:\"0123456789-.eE truefalsnul\\/\x00\xff";
+  for (int iter = 0; iter < 20000; ++iter) {
+    auto [body, jl] = seeds[g() % seeds.size()];
+    const int edits = 1 + static_cast<int>(g() % 4);
+    for (int e = 0; e < edits && !body.empty(); ++e) {
+      const std::size_t at = g() % body.size();
+      switch (g() % 5) {
+        case 0: body[at] = static_cast<char>(g()); break;
+        case 1: body[at] = alphabet[g() % (sizeof alphabet - 1)]; break;
+        case 2: body.insert(at, 1, alphabet[g() % (sizeof alphabet - 1)]); break;
+        case 3: body.erase(at, 1 + g() % 8); break;
+        case 4: body.resize(at); break;
+      }
+    }
+    if (jl && g() % 4 == 0) jl = g() % (body.size() + 3);
+    try {
+      auto r = parse_infer_request(body, jl);
+      std::size_t bytes = 0;
+      for (const auto& in : r.inputs) {
+        std::size_t n = dtype_size(in.dtype);
+        for (auto d : in.shape) n *= static_cast<std::size_t>(d);
+        EXPECT_EQ(in.data.size(), n) << "an input's bytes match its shape and datatype";
+        bytes += in.data.size();
+      }
+      EXPECT_LE(bytes, body.size() * 8) << "no tensor larger than the body could describe";
+      ++parsed;
+    } catch (const InvalidArgument&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(parsed, 100);
+  EXPECT_GT(rejected, 1000);
+}
+
 TEST(ProtocolTest, ResponseJsonAndBinaryRoundTrip) {
   server::InferResponse r;
   r.model_name = "m";
