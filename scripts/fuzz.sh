@@ -15,7 +15,7 @@ case "$target" in
 esac
 mkdir -p "$out" "$out/corpus_$target"
 CXX=${CXX_FUZZ:-clang++-14}
-srcs=$(ls src/core/*.cc src/backend/*.cc src/backend/cpu/*.cc src/memory/*.cc src/tensor/*.cc src/tensor/cpu/*.cc)
+srcs=$(ls src/core/*.cc src/backend/*.cc src/backend/cpu/*.cc src/backend/no_cuda/*.cc src/memory/*.cc src/tensor/*.cc src/tensor/cpu/*.cc src/tensor/no_cuda/*.cc)
 mkdir -p "$out/include/streampool"
 sed 's/@PROJECT_VERSION@/fuzz/; s/@PROJECT_VERSION_[A-Z]*@/0/' cmake/version.h.in >"$out/include/streampool/version.h"
 $CXX -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

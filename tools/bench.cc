@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench_server.h"
 #include "commands.h"
 #include "streampool/streampool.h"
 #include "svg_plot.h"
@@ -45,6 +46,7 @@ struct Options {
   bool batched_graph = false;
   std::string length_buckets, lengths;
   std::string json_path, plot_path, compare_path;
+  std::string server, protocol = "http-binary";  // --server: the load generator (bench_server.h)
 };
 
 
@@ -226,7 +228,35 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--json", o->json_path, "Write one JSON object per configuration to this file");
   cmd->add_option("--plot", o->plot_path, "Write an SVG plot of throughput and p99 against threads");
   cmd->add_option("--compare", o->compare_path, "JSON lines of another run or an anchor: adds the ratio against it");
+  cmd->add_option("--server", o->server, "http://IPV4:PORT: load a running `streampool serve` (or any Open Inference Protocol server) instead; --models names its models, --threads the concurrencies (default 256), --duration the window (default 5)");
+  cmd->add_option("--protocol", o->protocol, "With --server: http-binary (default: the binary tensor data extension) or http-json");
   cmd->callback([o, exit_code] {
+    if (!o->server.empty()) {
+      ServerBenchOptions so;
+      so.url = o->server;
+      so.models = split_list(o->models);
+      so.protocol = o->protocol;
+      so.json_path = o->json_path;
+      if (o->duration) {
+        if (!(std::isfinite(*o->duration) && *o->duration > 0 && *o->duration <= 86400)) {
+          throw InvalidArgument("--duration: not a number of seconds above 0 and at most 86400");
+        }
+        so.duration = *o->duration;
+      }
+      for (const auto& t : split_list(o->threads.empty() ? "256" : o->threads)) {
+        const int n = std::atoi(t.c_str());
+        if (n < 1 || n > 4096) throw InvalidArgument("--threads: '" + t + "' is not a concurrency from 1 to 4096");
+        so.concurrency.push_back(n);
+      }
+      if (!o->lengths.empty()) {
+        const auto c = o->lengths.find(':');
+        so.min_len = std::atoi(o->lengths.substr(0, c).c_str());
+        so.max_len = c == std::string::npos ? 0 : std::atoi(o->lengths.substr(c + 1).c_str());
+        if (so.min_len < 1 || so.max_len < so.min_len) throw InvalidArgument("--lengths: '" + o->lengths + "' is not MIN:MAX");
+      }
+      *exit_code = run_server_bench(so);
+      return;
+    }
     const Device dev = pick_device(o->device, "bench");
     const DType dt = parse_float_dtype("--dtype", o->dtype);
     const bool cpu = dev.kind == DeviceKind::cpu;

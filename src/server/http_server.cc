@@ -81,6 +81,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, HttpServer::Impl& srv) : stream_(std::move(socket)), srv_(srv) {}
   ~Session() { srv_.connections.fetch_sub(1); }
 
+  net::any_io_executor executor() { return stream_.get_executor(); }
+
   void start(bool over_limit) {
     if (over_limit) {
       counted_ = false;
@@ -305,7 +307,9 @@ void HttpServer::Impl::accept() {
     }
     accepted.fetch_add(1);
     const bool over = connections.fetch_add(1) >= options.max_connections;
-    std::make_shared<Session>(std::move(socket), *this)->start(over);
+    auto session = std::make_shared<Session>(std::move(socket), *this);
+    // Started on its own strand, like every later handler of the connection.
+    net::dispatch(session->executor(), [session, over] { session->start(over); });
     accept();
   });
 }

@@ -26,8 +26,8 @@ namespace {
 
 using nlohmann::json;
 using server::parse_infer_request;
-using test::HttpClient;
-using test::HttpResponse;
+using server::HttpClient;
+using server::HttpResponse;
 
 const std::string kRepo = std::string(STREAMPOOL_TEST_SOURCE_DIR) + "/examples/model-repository";
 const Device kCpu(DeviceKind::cpu, 0);

@@ -1,6 +1,7 @@
 #pragma once
-// A minimal blocking HTTP/1.1 client over one TCP connection to 127.0.0.1, written for the tests
-// from RFC 9112 (status line, headers, Content-Length body; keep-alive by default).
+// A minimal blocking HTTP/1.1 client over one TCP connection to an IPv4 address, written from
+// RFC 9112 (status line, headers, Content-Length body; keep-alive by default): the tests' client
+// and the load generator of `streampool bench --server`, one connection per thread.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,7 +17,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace streampool::test {
+namespace streampool::server {
 
 struct HttpResponse {
   int status = 0;
@@ -30,7 +31,7 @@ struct HttpResponse {
 
 class HttpClient {
  public:
-  explicit HttpClient(unsigned short port, int timeout_ms = 20000) {
+  explicit HttpClient(unsigned short port, int timeout_ms = 20000, const char* ipv4 = "127.0.0.1") {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) throw std::runtime_error("socket failed");
     timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -41,7 +42,11 @@ class HttpClient {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, ipv4, &a.sin_addr) != 1) {
+      ::close(fd_);
+      fd_ = -1;
+      throw std::runtime_error(std::string("not an IPv4 address: ") + ipv4);
+    }
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       ::close(fd_);
       fd_ = -1;
@@ -103,7 +108,7 @@ class HttpClient {
   // One request and its response; throws if the connection fails.
   HttpResponse request(const std::string& method, const std::string& target, const std::string& body = {},
                        const std::string& extra_headers = {}) {
-    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers;
+    std::string req = method + " " + target + " HTTP/1.1\r\nHost: streampool\r\n" + extra_headers;
     if (!body.empty() || method == "POST") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     req += "\r\n" + body;
     if (!send_raw(req)) throw std::runtime_error("send failed");
@@ -132,4 +137,4 @@ class HttpClient {
   std::string buf_;
 };
 
-}  // namespace streampool::test
+}  // namespace streampool::server
