@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -165,7 +166,13 @@ int run_server_bench(const ServerBenchOptions& o) {
               "p99 ms", "wrong");
   int status = 0;
   for (const std::string& model : o.models) {
-    HttpClient probe(t.port, 60000, t.host.c_str());
+    std::unique_ptr<HttpClient> connection;
+    try {
+      connection = std::make_unique<HttpClient>(t.port, 60000, t.host.c_str());
+    } catch (const std::exception& e) {
+      throw InvalidArgument("--server: " + o.url + ": " + e.what());
+    }
+    HttpClient& probe = *connection;
     const auto mr = probe.request("GET", "/v2/models/" + model);
     if (mr.status != 200) throw InvalidArgument("--models: the server has no model '" + model + "' (" + mr.body + ")");
     const json meta = json::parse(mr.body);

@@ -2,8 +2,9 @@
 """Writes random weights (fixed seeds) for every model of this repository, as model.safetensors
 beside its config.json: python3 examples/model-repository/make_weights.py [REPOSITORY]
 
-The parameter names and shapes come from streampool itself (PYTHONPATH=build/default/python);
-the file is written with NumPy alone (safetensors: an 8-byte little-endian header length, the
+The parameter names and shapes come from streampool itself (PYTHONPATH=build/default/python), or
+from a parameters.json beside config.json ([[name, shape], ...]) where that exists, so a machine
+without the Python module can write them too; the file is written with NumPy alone (safetensors: an 8-byte little-endian header length, the
 JSON header, then the tensors' bytes)."""
 import json
 import pathlib
@@ -11,8 +12,6 @@ import struct
 import sys
 
 import numpy as np
-
-import streampool as sp
 
 
 def write_safetensors(path, tensors):
@@ -31,10 +30,15 @@ def write_safetensors(path, tensors):
 def main(root):
     for seed, cfg_path in enumerate(sorted(pathlib.Path(root).glob("*/config.json"))):
         cfg = json.loads(cfg_path.read_text())
-        module = sp.nn.make(cfg["module"], **cfg["config"])
+        listed = cfg_path.parent / "parameters.json"
+        if listed.exists():
+            params = json.loads(listed.read_text())
+        else:
+            import streampool as sp
+            params = sp.nn.make(cfg["module"], **cfg["config"]).parameters()
         rng = np.random.default_rng(seed)
         tensors = {}
-        for name, shape in module.parameters():
+        for name, shape in params:
             if name.endswith("weight") and len(shape) == 1:  # layer norms: near 1
                 tensors[name] = 1 + 0.1 * rng.standard_normal(shape)
             else:
