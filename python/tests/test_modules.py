@@ -198,3 +198,27 @@ def test_out_of_memory_is_a_memory_error_with_the_allocators_message(device):
     finally:
         sp.set_memory_limit(device, before)
     assert sp.zeros([4], device=device).numpy().tolist() == [0.0] * 4
+
+
+def test_hugging_face_bert_state_dict_through_safetensors(tmp_path, device):
+    """A Hugging Face BertModel's own state dict, saved as safetensors, gives its outputs."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    st = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    fields = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=64)
+    ref = transformers.BertModel(transformers.BertConfig(**fields, hidden_dropout_prob=0.0,
+                                                         attention_probs_dropout_prob=0.0)).eval()
+    path = tmp_path / "bert.safetensors"
+    st.save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    m = sp.nn.from_safetensors("bert", str(path), device=device, **fields)
+    ids = torch.randint(1, 100, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.int64)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        out = ref(input_ids=ids, attention_mask=mask)
+    hidden, pooled = m(ids.numpy(), attention_mask=mask.numpy())
+    real = mask.numpy().astype(bool)
+    np.testing.assert_allclose(hidden.numpy()[real], out.last_hidden_state.numpy()[real], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pooled.numpy(), out.pooler_output.numpy(), rtol=1e-4, atol=1e-4)
