@@ -99,6 +99,29 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(srv_.options.max_request_bytes);
     parser_->header_limit(64 * 1024);
     stream_.expires_after(srv_.options.timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  // A client that sent "Expect: 100-continue" (curl does for bodies over 1 KB) waits for a 100
+  // Continue before the body; without one it would stall a second per request.
+  void on_header(beast::error_code ec, std::size_t n) {
+    if (ec || parser_->is_done()) return on_read(ec, n);
+    const auto& h = parser_->get();
+    auto expect = h.find(http::field::expect);
+    if (expect != h.end() && beast::iequals(expect->value(), "100-continue")) {
+      continue_ = std::make_shared<http::response<http::empty_body>>(http::status::continue_, h.version());
+      http::async_write(stream_, *continue_, [self = shared_from_this()](beast::error_code wec, std::size_t) {
+        self->continue_.reset();
+        if (wec) return self->close();
+        self->read_body();
+      });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
@@ -287,6 +310,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   Request req_;
   Response res_;
+  std::shared_ptr<http::response<http::empty_body>> continue_;  // the 100 Continue being written
   bool keep_ = true;
   bool counted_ = false;  // this request is in in_flight
   // The infer request waiting for its future (one per connection at a time: HTTP/1.1).

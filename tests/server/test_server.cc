@@ -308,6 +308,24 @@ TEST_F(HttpServerTest, InferJsonEqualsTheModuleAndEchoesTheId) {
   EXPECT_LE(max_diff(json_floats(j["outputs"][0]["data"]), direct().mlp_out(x)), kTol);
 }
 
+// "Expect: 100-continue" (curl, for bodies over 1 KB) gets its 100 Continue before the body.
+TEST_F(HttpServerTest, ExpectContinueGetsA100BeforeTheBody) {
+  start();
+  HttpClient c(port(), 3000);
+  const auto x = input_for(9, 32);
+  const std::string body = json_infer(x, "e");
+  ASSERT_TRUE(c.send_raw("POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n"));
+  auto cont = c.read_response();
+  ASSERT_TRUE(cont.has_value()) << "no 100 Continue within 3 s";
+  EXPECT_EQ(cont->status, 100);
+  ASSERT_TRUE(c.send_raw(body));
+  auto r = c.read_response();
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_LE(max_diff(json_floats(json::parse(r->body)["outputs"][0]["data"]), direct().mlp_out(x)), kTol);
+}
+
 TEST_F(HttpServerTest, InferBinaryInAndOut) {
   start();
   HttpClient c(port());
