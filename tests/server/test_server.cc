@@ -508,7 +508,7 @@ TEST(ServeCommandTest, SigtermUnderLoadAnswersEveryReceivedRequest) {
     close(out_pipe[0]);
     close(err_pipe[0]);
     execl(STREAMPOOL_CLI_PATH, STREAMPOOL_CLI_PATH, "serve", "--model-repository", kRepo.c_str(), "--http-port", "0",
-          "--address", "127.0.0.1", "--threads", "2", "--drain-timeout-s", "10", static_cast<char*>(nullptr));
+          "--address", "127.0.0.1", "--grpc-port", "-1", "--threads", "2", "--drain-timeout-s", "10", static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out_pipe[1]);
