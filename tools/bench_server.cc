@@ -17,11 +17,17 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "server/http_client.h"
+#ifdef STREAMPOOL_HAS_GRPC
+#include <grpcpp/grpcpp.h>
+
+#include "open_inference.grpc.pb.h"
+#endif
 #include "streampool/dtype.h"
 #include "streampool/error.h"
 
@@ -54,9 +60,28 @@ Target parse_url(const std::string& url) {
 }
 
 struct Case {
-  std::string body, headers;
+  std::string body, headers;  // HTTP
   std::vector<float> reference;
+#ifdef STREAMPOOL_HAS_GRPC
+  inference::ModelInferRequest grpc;  // the same input as raw_input_contents
+#endif
 };
+
+// Raw little-endian elements of `dt` as floats.
+std::vector<float> raw_floats(const std::string& dt, const char* p, std::size_t n) {
+  std::vector<float> v;
+  if (dt == "FP32") {
+    v.resize(n / 4);
+    std::memcpy(v.data(), p, v.size() * 4);
+    return v;
+  }
+  for (std::size_t i = 0; i + 1 < n; i += 2) {
+    std::uint16_t b;
+    std::memcpy(&b, p + i, 2);
+    v.push_back(dt == "FP16" ? half_to_float(b) : bfloat16_to_float(b));
+  }
+  return v;
+}
 
 // The first output of a response as floats (JSON or binary; FP32, FP16, BF16).
 std::vector<float> first_output(const server::HttpResponse& r) {
@@ -70,20 +95,9 @@ std::vector<float> first_output(const server::HttpResponse& r) {
     for (const auto& x : o["data"]) v.push_back(x.is_null() ? NAN : x.get<float>());
     return v;
   }
-  const std::string dt = o.at("datatype");
   const std::size_t n = o["parameters"]["binary_data_size"].get<std::size_t>();
-  const char* p = r.body.data() + jl;
-  if (dt == "FP32") {
-    v.resize(n / 4);
-    std::memcpy(v.data(), p, n);
-  } else {
-    for (std::size_t i = 0; i + 1 < n; i += 2) {
-      std::uint16_t b;
-      std::memcpy(&b, p + i, 2);
-      v.push_back(dt == "FP16" ? half_to_float(b) : bfloat16_to_float(b));
-    }
-  }
-  return v;
+  if (jl + n > r.body.size()) throw std::runtime_error("binary output shorter than announced");
+  return raw_floats(o.at("datatype"), r.body.data() + jl, n);
 }
 
 bool close_to(const std::vector<float>& a, const std::vector<float>& ref, bool half) {
@@ -129,6 +143,14 @@ std::vector<Case> make_cases(const json& meta, const ServerBenchOptions& o, bool
         }
       }
     }
+#ifdef STREAMPOOL_HAS_GRPC
+    c.grpc.set_model_name(meta.at("name").get<std::string>());
+    auto* gi = c.grpc.add_inputs();
+    gi->set_name(name);
+    gi->set_datatype(dt);
+    for (auto d : s) gi->add_shape(d);
+    c.grpc.add_raw_input_contents(raw);
+#endif
     json req{{"inputs", {{{"name", name}, {"datatype", dt}, {"shape", s}}}}};
     if (binary) {
       req["inputs"][0]["parameters"] = {{"binary_data_size", raw.size()}};
@@ -151,39 +173,125 @@ double percentile(std::vector<double>& v, double q) {
   return v[k];
 }
 
+// One connection's way of sending a case: its first output as floats, or nullopt on an error
+// status. Throws when the connection itself fails.
+class Sender {
+ public:
+  virtual ~Sender() = default;
+  virtual std::optional<std::vector<float>> send(const Case& c) = 0;
+};
+
+class HttpSender final : public Sender {
+ public:
+  HttpSender(const Target& t, const std::string& model)
+      : client_(t.port, 60000, t.host.c_str()), path_("/v2/models/" + model + "/infer") {}
+  std::optional<std::vector<float>> send(const Case& c) override {
+    const auto r = client_.request("POST", path_, c.body, c.headers);
+    if (r.status != 200) return std::nullopt;
+    return first_output(r);
+  }
+
+ private:
+  HttpClient client_;
+  std::string path_;
+};
+
+#ifdef STREAMPOOL_HAS_GRPC
+std::shared_ptr<grpc::Channel> grpc_channel(const Target& t) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // its own HTTP/2 connection, like a client process
+  args.SetMaxReceiveMessageSize(-1);
+  return grpc::CreateCustomChannel(t.host + ":" + std::to_string(t.port), grpc::InsecureChannelCredentials(), args);
+}
+
+class GrpcSender final : public Sender {
+ public:
+  explicit GrpcSender(const Target& t) : stub_(inference::GRPCInferenceService::NewStub(grpc_channel(t))) {}
+  std::optional<std::vector<float>> send(const Case& c) override {
+    grpc::ClientContext ctx;
+    inference::ModelInferResponse r;
+    if (!stub_->ModelInfer(&ctx, c.grpc, &r).ok() || r.outputs_size() < 1 || r.raw_output_contents_size() < 1) {
+      return std::nullopt;
+    }
+    const std::string& raw = r.raw_output_contents(0);
+    return raw_floats(r.outputs(0).datatype(), raw.data(), raw.size());
+  }
+
+ private:
+  std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
+};
+
+// ModelMetadata over gRPC, in the REST metadata's JSON form.
+json grpc_metadata(const Target& t, const std::string& model) {
+  auto stub = inference::GRPCInferenceService::NewStub(grpc_channel(t));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  inference::ModelMetadataRequest q;
+  q.set_name(model);
+  inference::ModelMetadataResponse r;
+  const grpc::Status s = stub->ModelMetadata(&ctx, q, &r);
+  if (!s.ok()) throw InvalidArgument("--models: ModelMetadata of '" + model + "' failed: " + s.error_message());
+  json j{{"name", r.name()}, {"inputs", json::array()}, {"outputs", json::array()}};
+  for (const auto& i : r.inputs()) j["inputs"].push_back({{"name", i.name()}, {"datatype", i.datatype()}, {"shape", i.shape()}});
+  for (const auto& i : r.outputs()) j["outputs"].push_back({{"name", i.name()}, {"datatype", i.datatype()}, {"shape", i.shape()}});
+  return j;
+}
+#endif
+
+std::unique_ptr<Sender> make_sender(const std::string& protocol, const Target& t, const std::string& model) {
+#ifdef STREAMPOOL_HAS_GRPC
+  if (protocol == "grpc") return std::make_unique<GrpcSender>(t);
+#endif
+  (void)protocol;
+  return std::make_unique<HttpSender>(t, model);
+}
+
 }  // namespace
 
 int run_server_bench(const ServerBenchOptions& o) {
   const Target t = parse_url(o.url);
-  if (o.protocol != "http-binary" && o.protocol != "http-json") {
-    throw InvalidArgument("--protocol: '" + o.protocol + "' is not http-binary or http-json");
+  const bool grpc = o.protocol == "grpc";
+  if (o.protocol != "http-binary" && o.protocol != "http-json" && !grpc) {
+    throw InvalidArgument("--protocol: '" + o.protocol + "' is not http-binary, http-json or grpc");
   }
+#ifndef STREAMPOOL_HAS_GRPC
+  if (grpc) throw InvalidArgument("--protocol grpc: this build has no gRPC");
+#endif
   if (o.models.empty()) throw InvalidArgument("--models: name the server's models to load");
-  const bool binary = o.protocol == "http-binary";
+  const bool binary = o.protocol != "http-json";
   std::ofstream json_out;
   if (!o.json_path.empty()) json_out.open(o.json_path, std::ios::app);
   std::printf("%-14s %-11s %6s %10s %9s %9s %9s %7s\n", "model", "protocol", "conc", "req/s", "p50 ms", "p90 ms",
               "p99 ms", "wrong");
   int status = 0;
   for (const std::string& model : o.models) {
-    std::unique_ptr<HttpClient> connection;
+    json meta;
+    std::unique_ptr<Sender> probe;
     try {
-      connection = std::make_unique<HttpClient>(t.port, 60000, t.host.c_str());
+      if (grpc) {
+#ifdef STREAMPOOL_HAS_GRPC
+        meta = grpc_metadata(t, model);
+#endif
+      } else {
+        HttpClient c(t.port, 60000, t.host.c_str());
+        const auto mr = c.request("GET", "/v2/models/" + model);
+        if (mr.status != 200) throw InvalidArgument("--models: the server has no model '" + model + "' (" + mr.body + ")");
+        meta = json::parse(mr.body);
+      }
+      probe = make_sender(o.protocol, t, model);
+    } catch (const InvalidArgument&) {
+      throw;
     } catch (const std::exception& e) {
       throw InvalidArgument("--server: " + o.url + ": " + e.what());
     }
-    HttpClient& probe = *connection;
-    const auto mr = probe.request("GET", "/v2/models/" + model);
-    if (mr.status != 200) throw InvalidArgument("--models: the server has no model '" + model + "' (" + mr.body + ")");
-    const json meta = json::parse(mr.body);
     const std::string out_dt = meta.at("outputs").at(0).at("datatype");
     const bool half = out_dt != "FP32";
     std::mt19937_64 g(1);
     std::vector<Case> cases = make_cases(meta, o, binary, g);
     for (Case& c : cases) {
-      const auto r = probe.request("POST", "/v2/models/" + model + "/infer", c.body, c.headers);
-      if (r.status != 200) throw InvalidArgument("bench --server: the reference request failed: " + r.body);
-      c.reference = first_output(r);
+      auto r = probe->send(c);
+      if (!r) throw InvalidArgument("bench --server: a reference request (one input alone) failed");
+      c.reference = std::move(*r);
     }
     for (int conc : o.concurrency) {
       std::atomic<bool> timing{false}, stop{false};
@@ -193,16 +301,16 @@ int run_server_bench(const ServerBenchOptions& o) {
       for (int i = 0; i < conc; ++i) {
         ts.emplace_back([&, i] {
           try {
-            HttpClient c(t.port, 60000, t.host.c_str());
+            std::unique_ptr<Sender> sender = make_sender(o.protocol, t, model);
             auto& l = lat[static_cast<std::size_t>(i)];
             l.reserve(1 << 16);
             for (std::size_t k = static_cast<std::size_t>(i); !stop.load(std::memory_order_relaxed); ++k) {
               const Case& cs = cases[k % cases.size()];
               const auto a = Clock::now();
-              const auto r = c.request("POST", "/v2/models/" + model + "/infer", cs.body, cs.headers);
+              const auto r = sender->send(cs);
               const double ms = std::chrono::duration<double, std::milli>(Clock::now() - a).count();
               const bool timed = timing.load(std::memory_order_relaxed);
-              if (r.status != 200 || !close_to(first_output(r), cs.reference, half)) {
+              if (!r || !close_to(*r, cs.reference, half)) {
                 if (timed) ++wrong;
               } else if (timed && !stop.load(std::memory_order_relaxed)) {
                 l.push_back(ms);
