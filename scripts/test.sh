@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start, tests: set up, build and run every test (preset `default`: unit, stress, cuda,
-# install), the stress tests under ThreadSanitizer (preset `tsan`), and every CPU test under
+# install), the stress and server tests under ThreadSanitizer (preset `tsan`), and every CPU test under
 # AddressSanitizer + UBSan (preset `asan`). CUDA tests skip themselves where no GPU is visible.
 set -euo pipefail
 cd "$(dirname "$0")/.."
