@@ -13,6 +13,7 @@
 
 #include "open_inference.grpc.pb.h"
 #include "server/grpc_server.h"
+#include "server/server_test_support.h"
 #include "server/inference_server.h"
 #include "streampool/nn/registry.h"
 #include "streampool/streampool.h"
@@ -20,17 +21,7 @@
 namespace streampool {
 namespace {
 
-const std::string kRepo = std::string(STREAMPOOL_TEST_SOURCE_DIR) + "/examples/model-repository";
-const Device kCpu(DeviceKind::cpu, 0);
-constexpr double kTol = 2e-5;
-
-std::vector<float> input_for(std::uint64_t seed, std::size_t n) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(g);
-  return v;
-}
+using namespace server_test;  // NOLINT: kRepo, kCpu, kTol, input_for, max_diff
 
 std::vector<float> mlp_direct(const std::vector<float>& x) {
   static const std::shared_ptr<nn::Module> m = [] {
@@ -40,13 +31,6 @@ std::vector<float> mlp_direct(const std::vector<float>& x) {
   }();
   const auto rows = static_cast<std::int64_t>(x.size() / 32);
   return m->forward(nn::Input(from_vector(x, {rows, 32}, kCpu))).y.to_float_vector();
-}
-
-double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return 1e30;
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
-  return m;
 }
 
 class GrpcTest : public ::testing::Test {

@@ -16,6 +16,7 @@
 
 #include "server/http_client.h"
 #include "server/http_server.h"
+#include "server/server_test_support.h"
 #include "server/inference_server.h"
 #include "server/protocol.h"
 #include "streampool/nn/registry.h"
@@ -29,9 +30,7 @@ using server::parse_infer_request;
 using server::HttpClient;
 using server::HttpResponse;
 
-const std::string kRepo = std::string(STREAMPOOL_TEST_SOURCE_DIR) + "/examples/model-repository";
-const Device kCpu(DeviceKind::cpu, 0);
-constexpr double kTol = 2e-5;  // float32: a row of a batched GEMM against the same row alone
+using namespace server_test;  // NOLINT: kRepo, kCpu, kTol, input_for, max_diff
 
 // ---------------------------------------------------------------- the protocol's parser
 
@@ -205,14 +204,6 @@ const Direct& direct() {
   return d;
 }
 
-std::vector<float> input_for(std::uint64_t seed, std::size_t n) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(g);
-  return v;
-}
-
 std::string json_infer(const std::vector<float>& x, const std::string& id) {
   json j{{"id", id}, {"inputs", {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {x.size() / 32, 32}}, {"data", x}}}}};
   return j.dump();
@@ -223,13 +214,6 @@ std::string zeros_text(int n) {
   std::string s = "0";
   for (int i = 1; i < n; ++i) s += ",0";
   return s;
-}
-
-double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return 1e30;
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
-  return m;
 }
 
 std::vector<float> json_floats(const json& data) {
