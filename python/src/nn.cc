@@ -48,15 +48,18 @@ py::object output(const nn::Output& out) {
 }
 
 // A module or a compiled module called from Python: inputs gathered with the GIL, the forward
-// run without it.
+// run without it. With `synchronize`, the calling thread's stream is synchronized in the same
+// release: a request then gives up and retakes the GIL once, not twice (model(x) followed by
+// stream.synchronize()), which is what lets many Python threads keep up with C++ ones.
 template <typename Model>
 py::object call(const Model& model, const Device& device, const py::object& x, const py::object& kpm,
-                const py::object& am, const py::object& tt) {
+                const py::object& am, const py::object& tt, bool synchronize) {
   nn::Input in = make_input(x, kpm, am, tt, device);
   nn::Output out;
   {
     NoGil release;
     out = model.forward(in);
+    if (synchronize) current_stream(device).synchronize();
   }
   return output(out);
 }
@@ -64,6 +67,13 @@ py::object call(const Model& model, const Device& device, const py::object& x, c
 std::chrono::microseconds micros(double seconds, const char* what) {
   if (!(seconds >= 0)) throw InvalidArgument(std::string(what) + " must be a number of seconds >= 0");
   return std::chrono::microseconds(static_cast<std::int64_t>(seconds * 1e6));
+}
+
+SubmitOptions submit_options(int priority, const py::object& timeout) {
+  SubmitOptions so;
+  so.priority = priority;
+  if (!timeout.is_none()) so.timeout = micros(timeout.cast<double>(), "timeout");
+  return so;
 }
 
 }  // namespace
@@ -97,8 +107,9 @@ void register_nn(py::module_& m) {
       }, py::arg("state_dict"), py::arg("device") = "cpu", py::arg("dtype") = "float32",
          py::arg("ignore") = std::vector<std::string>{})
       .def("__call__", [](const nn::Module& mod, const py::object& x, const py::object& kpm, const py::object& am,
-                          const py::object& tt) { return call(mod, mod.device(), x, kpm, am, tt); }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
-         py::arg("token_type_ids") = py::none())
+                          const py::object& tt, bool sync) { return call(mod, mod.device(), x, kpm, am, tt, sync); },
+         py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
+         py::arg("token_type_ids") = py::none(), py::kw_only(), py::arg("synchronize") = false)
       .def("__repr__", [](const nn::Module& mod) {
         return "<streampool.nn." + std::string(mod.name()) + " on " + mod.device().str() + ", " +
                std::string(dtype_name(mod.dtype())) + (mod.loaded() ? "" : ", not loaded") + ">";
@@ -112,8 +123,9 @@ void register_nn(py::module_& m) {
   py::class_<CompiledModule, std::shared_ptr<CompiledModule>>(m, "CompiledModule",
                                                                "A module replayed as a captured graph (one capture per input signature and stream).")
       .def("__call__", [](const CompiledModule& c, const py::object& x, const py::object& kpm, const py::object& am,
-                          const py::object& tt) { return call(c, c.module().device(), x, kpm, am, tt); }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
-         py::arg("token_type_ids") = py::none())
+                          const py::object& tt, bool sync) { return call(c, c.module().device(), x, kpm, am, tt, sync); },
+         py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
+         py::arg("token_type_ids") = py::none(), py::kw_only(), py::arg("synchronize") = false)
       .def("stats", [](const CompiledModule& c) {
         const GraphStats s = c.stats();
         py::dict d;
@@ -187,11 +199,23 @@ void register_nn(py::module_& m) {
       .def("_submit", [](BatchQueue& q, const py::object& x, const py::object& kpm, const py::object& am, const py::object& tt,
                          int priority, const py::object& timeout) {
         nn::Input in = make_input(x, kpm, am, tt, std::nullopt);
-        SubmitOptions so;
-        so.priority = priority;
-        if (!timeout.is_none()) so.timeout = micros(timeout.cast<double>(), "timeout");
+        const SubmitOptions so = submit_options(priority, timeout);
         NoGil release;  // submit may block on a full queue
         return q.submit(std::move(in), so);
+      }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
+         py::arg("token_type_ids") = py::none(), py::arg("priority") = 0, py::arg("timeout") = py::none())
+      // submit and wait in one release of the GIL: the form for a thread per request, which
+      // needs no Future and no completion thread (each would take the GIL again).
+      .def("_run", [](BatchQueue& q, const py::object& x, const py::object& kpm, const py::object& am, const py::object& tt,
+                      int priority, const py::object& timeout) {
+        nn::Input in = make_input(x, kpm, am, tt, std::nullopt);
+        const SubmitOptions so = submit_options(priority, timeout);
+        nn::Output out;
+        {
+          NoGil release;
+          out = q.submit(std::move(in), so).get();
+        }
+        return output(out);
       }, py::arg("x"), py::arg("key_padding_mask") = py::none(), py::arg("attention_mask") = py::none(),
          py::arg("token_type_ids") = py::none(), py::arg("priority") = 0, py::arg("timeout") = py::none())
       .def("close", &BatchQueue::close, nogil())

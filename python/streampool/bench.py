@@ -1,9 +1,15 @@
 """python -m streampool.bench: requests/s of streampool modules called from N Python threads.
 
-Each thread has its own input and its own expected output (one call before the timed run);
-each request is one forward call followed by a synchronize of the thread's own stream (the GIL
-released in both), and every thread's last output is checked bitwise against its expectation.
-Prints one JSON object per (model, threads) line; compare with ../shared/anchors/torch_threads.py
+Each thread has its own input and its own expected output (one eager call before the timed
+run). Modes (--modes):
+  eager     model(x, synchronize=True): the forward and a synchronize of the thread's own stream
+            in one release of the GIL; the last output is checked bitwise against the expectation.
+  compiled  the same through streampool.compile(model) (the graph path); checked bitwise.
+  batched   BatchQueue.run(x) from every thread into one queue (2 workers on a GPU, 1 on the CPU,
+            max_batch_size 256 / 32, like `streampool bench --modes batched`); a batch's rows may
+            round differently from one row's forward, so the check allows 1e-4 (float32) / 3e-2.
+Prints one JSON object per (model, mode, threads) line; compare with
+../shared/anchors/torch_threads.py and `streampool bench` (direct, graph, batched closed loop)
 run in the same call.
 """
 
@@ -25,40 +31,62 @@ MODELS = {
 }
 
 
-def run(model, shape, device, threads, seconds, seed):
+def make_call(model, mode, device):
+    if mode == "eager":
+        return (lambda x: model(x, synchronize=True)), None
+    if mode == "compiled":
+        compiled = sp.compile(model)
+        return (lambda x: compiled(x, synchronize=True)), None
+    if mode == "batched":
+        gpu = device != "cpu"
+        queue = sp.BatchQueue(model, max_batch_size=256 if gpu else 32, num_workers=2 if gpu else 1)
+        return queue.run, queue
+    raise ValueError(f"unknown mode {mode!r} (eager, compiled or batched)")
+
+
+def run(model, mode, shape, device, threads, seconds, seed):
     rng = np.random.default_rng(seed)
     inputs = [sp.tensor(rng.standard_normal(shape).astype(np.float32), device=device, dtype=model.dtype)
               for _ in range(threads)]
     expected = [model(x).to("float32").numpy() for x in inputs]
+    tol = 0.0 if mode != "batched" else (1e-4 if model.dtype == "float32" else 3e-2)
+    call, queue = make_call(model, mode, device)
     counts, wrong, errors = [0] * threads, [], []
     start = threading.Barrier(threads + 1)
     stop = threading.Event()
 
     def work(i):
         try:
-            s = sp.current_stream(device)
+            call(inputs[i])  # warm-up (a capture in compiled mode), not counted
             start.wait()
             y = None
             while not stop.is_set():
-                y = model(inputs[i])
-                s.synchronize()
+                y = call(inputs[i])
                 counts[i] += 1
-            if y is not None and not np.array_equal(y.to("float32").numpy(), expected[i]):
+            got = y.to("float32").numpy()
+            if got.shape != expected[i].shape or not np.max(np.abs(got - expected[i]), initial=0.0) <= tol:
                 wrong.append(i)
         except Exception as e:
             errors.append(repr(e))
             stop.set()
+            start.abort()
 
     ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     for t in ts:
         t.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
     t0 = time.perf_counter()
-    time.sleep(seconds)
+    if not errors:
+        time.sleep(seconds)
     stop.set()
     for t in ts:
         t.join()
     wall = time.perf_counter() - t0
+    if queue is not None:
+        queue.close()
     return sum(counts) / wall, wrong, errors
 
 
@@ -66,11 +94,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m streampool.bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if sp.is_available("cuda") else "cpu")
     p.add_argument("--models", default="mlp,encoder")
+    p.add_argument("--modes", default="eager,compiled,batched")
     p.add_argument("--threads", default="1,2,4,8,16")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--json", help="append the lines to this file too")
     a = p.parse_args(argv)
+    for mode in a.modes.split(","):
+        if mode not in ("eager", "compiled", "batched"):
+            p.error(f"unknown mode {mode!r} (eager, compiled or batched)")
     ok = True
     for name in a.models.split(","):
         if name not in MODELS:
@@ -80,15 +112,17 @@ def main(argv=None):
         rng = np.random.default_rng(0)
         model.load_state_dict({n: rng.standard_normal(s).astype(np.float32) * 0.05 for n, s in model.parameters()},
                               device=a.device, dtype=a.dtype)
-        for n in (int(t) for t in a.threads.split(",")):
-            rps, wrong, errors = run(model, shape, a.device, n, a.seconds, seed=n)
-            line = {"bench": "python_threads", "model": name, "device": a.device, "dtype": a.dtype, "threads": n,
-                    "requests_per_s": round(rps, 1), "wrong": len(wrong), "errors": errors[:3]}
-            ok &= not wrong and not errors
-            print(json.dumps(line), flush=True)
-            if a.json:
-                with open(a.json, "a") as f:
-                    f.write(json.dumps(line) + "\n")
+        for mode in a.modes.split(","):
+            for n in (int(t) for t in a.threads.split(",")):
+                rps, wrong, errors = run(model, mode, shape, a.device, n, a.seconds, seed=n)
+                line = {"bench": "python_threads", "model": name, "mode": mode, "device": a.device,
+                        "dtype": a.dtype, "threads": n, "requests_per_s": round(rps, 1), "wrong": len(wrong),
+                        "errors": errors[:3]}
+                ok &= not wrong and not errors
+                print(json.dumps(line), flush=True)
+                if a.json:
+                    with open(a.json, "a") as f:
+                        f.write(json.dumps(line) + "\n")
     return 0 if ok else 1
 
 

@@ -99,6 +99,21 @@ def test_compiled_module_matches_eager(device):
     assert c.stats()["instances"] >= 3
 
 
+def test_call_with_synchronize_leaves_the_stream_idle(device):
+    # synchronize=True waits for the thread's stream in the same GIL release: right after the
+    # call the stream has nothing left (an encoder at batch 64 takes milliseconds on a GPU, so a
+    # call that only queued the work would leave the stream busy).
+    m = sp.nn.make("transformer_encoder_layer", d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
+    rng = np.random.default_rng(8)
+    m.load_state_dict({n: rng.standard_normal(s).astype(np.float32) * 0.05 for n, s in m.parameters()}, device=device)
+    x = sp.tensor(rng.standard_normal((64, 128, 256)).astype(np.float32), device=device)
+    want = m(x).numpy()
+    for call in (m, sp.compile(m)):
+        y = call(x, synchronize=True)
+        assert sp.current_stream(device).query()
+        np.testing.assert_array_equal(y.numpy(), want)
+
+
 def test_sixteen_python_threads_on_one_module(device):
     # Each thread has its own input and its own expected output (one thread computed it first);
     # every result must be bitwise equal to it.

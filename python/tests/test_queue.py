@@ -54,6 +54,34 @@ def test_futures_work_with_concurrent_futures_and_callbacks(device):
         np.testing.assert_allclose(futs[3].result().numpy(), (x * 3) @ w.T + b, rtol=1e-5, atol=1e-5)
 
 
+def test_run_from_many_threads_returns_each_its_own_rows_and_raises_its_errors(device):
+    # run() is submit-and-wait in one release of the GIL: each thread's own input, own result.
+    m, w, b = linear(device)
+    rng = np.random.default_rng(11)
+    inputs = [rng.standard_normal((1 + i % 4, 8)).astype(np.float32) for i in range(12)]
+    wrong, errors = [], []
+    with sp.BatchQueue(m, max_batch_size=16, max_delay=0.001, num_workers=2) as q:
+        def client(i):
+            try:
+                for _ in range(20):
+                    y = q.run(inputs[i]).numpy()
+                    if y.shape != (inputs[i].shape[0], 4) or not np.allclose(y, inputs[i] @ w.T + b, rtol=1e-5, atol=1e-5):
+                        wrong.append(i)
+            except Exception as e:
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(sp.InvalidArgument):
+            q.run(np.ones((2, 5), np.float32))
+    assert errors == [] and wrong == []
+    with pytest.raises(sp.QueueClosedError):
+        q.run(np.ones((1, 8), np.float32))
+
+
 def test_await_from_asyncio(device):
     m, w, b = linear(device)
     xs = [np.full((1, 8), i, np.float32) for i in range(20)]

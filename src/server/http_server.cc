@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <future>
 #include <iostream>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -74,6 +75,20 @@ std::vector<std::string_view> split_path(std::string_view target) {
     i = j;
   }
   return parts;
+}
+
+// A header holding a decimal count (Inference-Header-Content-Length, Inference-Timeout), or
+// none where the request lacks it; anything else is the client's error.
+std::optional<std::uint64_t> count_header(const Request& req, std::string_view name, std::string_view what) {
+  auto h = req.find(beast::string_view(name.data(), name.size()));
+  if (h == req.end()) return std::nullopt;
+  const std::string_view v(h->value().data(), h->value().size());
+  std::uint64_t n = 0;
+  auto [p, err] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (err != std::errc() || p != v.data() + v.size() || v.empty()) {
+    throw InvalidArgument(std::string(name) + " is not " + std::string(what) + ": '" + std::string(v) + "'");
+  }
+  return n;
 }
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -216,19 +231,20 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void infer(const Model& model) {
-    std::optional<std::size_t> json_length;
     try {
-      auto h = req_.find("Inference-Header-Content-Length");
-      if (h != req_.end()) {
-        const std::string_view v(h->value().data(), h->value().size());
-        std::size_t n = 0;
-        auto [p, err] = std::from_chars(v.data(), v.data() + v.size(), n);
-        if (err != std::errc() || p != v.data() + v.size() || v.empty()) {
-          throw InvalidArgument("Inference-Header-Content-Length is not a byte count: '" + std::string(v) + "'");
-        }
-        json_length = n;
+      const auto json_length = count_header(req_, "Inference-Header-Content-Length", "a byte count");
+      // The deadline as a header too, for proxies and clients that cannot edit the body; where
+      // both are given the nearer one holds.
+      const auto timeout = count_header(req_, "Inference-Timeout", "a timeout in microseconds");
+      if (timeout && *timeout > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        throw InvalidArgument("Inference-Timeout is too large: " + std::to_string(*timeout));
       }
-      request_ = parse_infer_request(req_.body(), json_length);
+      request_ = parse_infer_request(req_.body(), json_length ? std::optional<std::size_t>(*json_length) : std::nullopt);
+      if (timeout && *timeout > 0) {  // 0: none, as for the parameter
+        const auto t = static_cast<std::int64_t>(*timeout);
+        auto& have = request_.timeout_us;
+        have = have && *have > 0 ? std::min(*have, t) : t;
+      }
     } catch (const std::exception& e) {
       model.failure.fetch_add(1, std::memory_order_relaxed);
       return reply(status_of(e), error_body(e.what()), "application/json");

@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -308,6 +310,44 @@ TEST_F(HttpServerTest, ExpectContinueGetsA100BeforeTheBody) {
   ASSERT_TRUE(r.has_value());
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_LE(max_diff(json_floats(json::parse(r->body)["outputs"][0]["data"]), direct().mlp_out(x)), kTol);
+}
+
+// A deadline, from the "timeout" parameter or the Inference-Timeout header (microseconds; the
+// nearer one holds), reaches the queue: in a repository whose mlp waits 400 ms for company, a
+// lone request with a 20 ms deadline gets 504 and is not run; one without a deadline gets 200.
+TEST(HttpServerDeadline, ParameterAndHeaderReachTheQueue) {
+  namespace fs = std::filesystem;
+  const fs::path repo = fs::temp_directory_path() / ("streampool-deadline-" + std::to_string(::getpid()));
+  fs::remove_all(repo);
+  fs::create_directories(repo / "mlp");
+  fs::copy_file(kRepo + "/mlp/model.safetensors", repo / "mlp" / "model.safetensors");
+  std::ofstream(repo / "mlp" / "config.json") << R"({"module": "mlp", "config": {"sizes": [32, 128, 16], "activation": "gelu"},
+      "weights": "model.safetensors", "max_batch_size": 64, "max_delay_us": 400000, "workers": 1})";
+  {
+    server::InferenceServer core(repo.string(), server::ServerOptions{});
+    server::HttpOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    server::HttpServer http(core, o);
+    HttpClient c(http.port(), 10000);
+    const auto x = input_for(31, 32);
+    json with_param = json::parse(json_infer(x, "p"));
+    with_param["parameters"]["timeout"] = 20000;
+    HttpResponse r = c.request("POST", "/v2/models/mlp/infer", with_param.dump());
+    EXPECT_EQ(r.status, 504) << r.body;
+    r = c.request("POST", "/v2/models/mlp/infer", json_infer(x, "h"), "Inference-Timeout: 20000\r\n");
+    EXPECT_EQ(r.status, 504) << "the header's deadline: " << r.body;
+    with_param["parameters"]["timeout"] = 60000000;
+    r = c.request("POST", "/v2/models/mlp/infer", with_param.dump(), "Inference-Timeout: 20000\r\n");
+    EXPECT_EQ(r.status, 504) << "the nearer of the two: " << r.body;
+    r = c.request("POST", "/v2/models/mlp/infer", json_infer(x, "none"), "Inference-Timeout: 0\r\n");
+    ASSERT_EQ(r.status, 200) << "0 is no deadline: " << r.body;
+    EXPECT_LE(max_diff(json_floats(json::parse(r.body)["outputs"][0]["data"]), direct().mlp_out(x)), kTol);
+    r = c.request("POST", "/v2/models/mlp/infer", json_infer(x, "bad"), "Inference-Timeout: soon\r\n");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("Inference-Timeout is not a timeout in microseconds"), std::string::npos) << r.body;
+  }
+  fs::remove_all(repo);
 }
 
 TEST_F(HttpServerTest, InferBinaryInAndOut) {
