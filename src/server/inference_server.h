@@ -66,8 +66,9 @@ class InferenceServer {
   const std::vector<std::unique_ptr<Model>>& models() const { return models_; }
 
   // Checks the request against the model's metadata (names, datatypes, shapes) and submits it;
-  // throws InvalidArgument (bad request), QueueFullError, QueueClosedError.
-  BatchFuture submit(const Model& model, const InferRequest& request) const;
+  // throws InvalidArgument (bad request), QueueFullError, QueueClosedError. The inputs' bytes
+  // move into the queued tensors (no copy): afterwards request.inputs[i].data is empty.
+  BatchFuture submit(const Model& model, InferRequest& request) const;
   // The response of a ready future: its outputs as the request asked for them. Throws the
   // request's error. Counts success and failure.
   InferResponse respond(const Model& model, const InferRequest& request, const BatchFuture& future) const;

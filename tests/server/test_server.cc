@@ -387,6 +387,49 @@ TEST_F(HttpServerTest, BertWithAttentionMaskEqualsTheModule) {
   EXPECT_LE(max_diff(json_floats(j["outputs"][0]["data"]), want), kTol);
 }
 
+// Sequences of different lengths from many connections share padded batches; each response
+// holds its own request's positions only (a strided view of the batch output, read back on the
+// I/O thread: Note [Server hand-offs]), equal to the module run on that request alone.
+TEST_F(HttpServerTest, MixedLengthsFromManyClientsEachGetTheirOwnPositions) {
+  start();
+  const int clients = 16, per = 12;
+  std::atomic<int> ok{0}, wrong{0}, failed{0};
+  std::vector<std::thread> ts;
+  for (int c = 0; c < clients; ++c) {
+    ts.emplace_back([&, c] {
+      try {
+        HttpClient client(port(), 120000);
+        std::mt19937_64 g(static_cast<std::uint64_t>(c) + 77);
+        for (int i = 0; i < per; ++i) {
+          // Two rows in every other request: rows of a padded batch are then strided.
+          const int len = 3 + (c * 7 + i * 5) % 38, rows = 1 + i % 2;
+          std::vector<std::int64_t> ids(static_cast<std::size_t>(rows * len));
+          for (auto& id : ids) id = static_cast<std::int64_t>(1 + g() % 500);
+          json req{{"inputs", {{{"name", "input_ids"}, {"datatype", "INT64"}, {"shape", {rows, len}}, {"data", ids}}}}};
+          HttpResponse r = client.request("POST", "/v2/models/bert-tiny/infer", req.dump());
+          const nn::Output want = direct().bert->forward(nn::Input(from_vector(ids, {rows, len}, kCpu)));
+          json j = r.status == 200 ? json::parse(r.body) : json();
+          if (r.status == 200 && j["outputs"][0]["shape"] == json::array({rows, len, 32}) &&
+              max_diff(json_floats(j["outputs"][0]["data"]), want.y.to_float_vector()) <= kTol &&
+              max_diff(json_floats(j["outputs"][1]["data"]), want.pooled.to_float_vector()) <= kTol) {
+            ++ok;
+          } else {
+            ++wrong;
+          }
+        }
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ok.load(), clients * per);
+  const auto m = core_->model("bert-tiny").queue->metrics();
+  EXPECT_LT(m.batches, static_cast<std::uint64_t>(clients * per)) << "requests of different lengths share batches";
+}
+
 // Hostile requests get an error response naming the fault; the server goes on serving.
 TEST_F(HttpServerTest, HostileRequestsGetErrorsAndTheServerGoesOn) {
   server::HttpOptions o;
