@@ -32,7 +32,7 @@ timeout 120 $S bench --server http://127.0.0.1:8000 --models mlp --threads 256 -
 timeout 120 $S bench --server http://127.0.0.1:8001 --models mlp,bert-minilm --threads 256 --duration "$DUR" --lengths 16:128 --protocol grpc --json "$OUT/server.jsonl" || status=1
 $PY -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:8000/metrics").read().decode())' > "$OUT/metrics.txt" 2>&1
 kill -TERM $pid; wait $pid; echo "serve exit status $?"; tail -3 "$OUT/serve.err"
-timeout 120 $S bench --device cuda --models mlp --modes batched --threads 8 --inflight 256 --duration "$DUR" --json "$OUT/inproc.jsonl" 2>&1 | tail -3
+timeout 120 $S bench --device cuda --models mlp --modes batched --threads 8 --inflight 256 --duration "$DUR" --json "$OUT/inproc_mlp.jsonl" 2>&1 | tail -3
 timeout 180 $S bench --device cuda --models bert-minilm --dtype float16 --modes batched --threads 16 --inflight 256 \
-  --lengths 16:128 --length-buckets 32,64,96,128 --duration "$DUR" --json "$OUT/inproc.jsonl" 2>&1 | tail -3
+  --lengths 16:128 --length-buckets 32,64,96,128 --duration "$DUR" --json "$OUT/inproc_bert.jsonl" 2>&1 | tail -3
 exit $status

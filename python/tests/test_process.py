@@ -34,7 +34,8 @@ def test_fork_child_is_refused_parent_continues(device):
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, threading, numpy as np, streampool as sp
+    import faulthandler, sys, threading, numpy as np, streampool as sp
+    faulthandler.enable()  # a crash prints every thread's Python stack to stderr
     device, daemon = sys.argv[1], sys.argv[2] == "daemon"
     m = sp.nn.make("mlp", sizes=[64, 256, 64])
     rng = np.random.default_rng(0)

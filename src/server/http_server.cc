@@ -29,7 +29,9 @@ using tcp = net::ip::tcp;
 // robin: a connection's handlers then run on one thread in order without a strand, and the
 // threads share no handler queue. One io_context run by N threads serializes every handler,
 // every completion posted by the BatchQueue and every epoll wake-up on its one scheduler lock;
-// on a 16-core H200 machine twice the I/O threads then gave no more requests per second.
+// on a 16-core H200 machine twice the I/O threads then gave no more requests per second (mlp
+// over HTTP at 256 connections: 43,744 with 8 threads, 43,134 with 16; 120,439 with 8 after this
+// change, docs/results/2026-12-02-h200-serve-python-soak/).
 struct HttpServer::Impl {
   using WorkGuard = net::executor_work_guard<net::io_context::executor_type>;
   InferenceServer& core;

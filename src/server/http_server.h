@@ -5,14 +5,15 @@
 // Endpoints: GET /v2/health/live, /v2/health/ready, /v2, /v2/models/{m}[/versions/{v}],
 // .../ready, POST .../infer (JSON or the binary tensor data extension), GET /metrics.
 // Every infer request goes through its model's BatchQueue; the response is written when its
-// future is ready (the queue's completer only posts it back to the connection's strand).
+// future is ready (the queue's completer only posts it back to the connection's I/O thread).
 //
 // Bounds: a request larger than max_request_bytes gets 413; one not received within
 // timeout (slow or half-open) is dropped; past max_connections a new connection gets 503;
 // malformed HTTP gets 400. Nothing a client sends ends the process or blocks another client.
 //
 // Shared state: the connection and request counters are atomics (in_flight is also waited on
-// under drain_mu); the acceptor and each connection live on their own strand of the io_context.
+// under drain_mu); each I/O thread runs its own io_context, and a connection lives on the one it
+// was accepted onto, the acceptor on the first (Note [One io_context per I/O thread]).
 
 #include <chrono>
 #include <cstddef>
