@@ -8,12 +8,16 @@ run). Modes (--modes):
   batched   BatchQueue.run(x) from every thread into one queue (2 workers on a GPU, 1 on the CPU,
             max_batch_size 256 / 32, like `streampool bench --modes batched`); a batch's rows may
             round differently from one row's forward, so the check allows 1e-4 (float32) / 3e-2.
+  futures   the same queue, each thread keeping --window requests in flight through submit()
+            (a Future each, fulfilled by the completion thread), as an asyncio or threaded server
+            with several requests per thread would; counted as each oldest Future is taken.
 Prints one JSON object per (model, mode, threads) line; compare with
 ../shared/anchors/torch_threads.py and `streampool bench` (direct, graph, batched closed loop)
 run in the same call.
 """
 
 import argparse
+import collections
 import json
 import sys
 import threading
@@ -37,19 +41,19 @@ def make_call(model, mode, device):
     if mode == "compiled":
         compiled = sp.compile(model)
         return (lambda x: compiled(x, synchronize=True)), None
-    if mode == "batched":
+    if mode in ("batched", "futures"):
         gpu = device != "cpu"
         queue = sp.BatchQueue(model, max_batch_size=256 if gpu else 32, num_workers=2 if gpu else 1)
-        return queue.run, queue
-    raise ValueError(f"unknown mode {mode!r} (eager, compiled or batched)")
+        return (queue.run if mode == "batched" else (lambda x: queue.submit(x).result())), queue
+    raise ValueError(f"unknown mode {mode!r} (eager, compiled, batched or futures)")
 
 
-def run(model, mode, shape, device, threads, seconds, seed):
+def run(model, mode, shape, device, threads, seconds, seed, window=4):
     rng = np.random.default_rng(seed)
     inputs = [sp.tensor(rng.standard_normal(shape).astype(np.float32), device=device, dtype=model.dtype)
               for _ in range(threads)]
     expected = [model(x).to("float32").numpy() for x in inputs]
-    tol = 0.0 if mode != "batched" else (1e-4 if model.dtype == "float32" else 3e-2)
+    tol = 0.0 if mode in ("eager", "compiled") else (1e-4 if model.dtype == "float32" else 3e-2)
     call, queue = make_call(model, mode, device)
     counts, wrong, errors = [0] * threads, [], []
     start = threading.Barrier(threads + 1)
@@ -60,9 +64,18 @@ def run(model, mode, shape, device, threads, seconds, seed):
             call(inputs[i])  # warm-up (a capture in compiled mode), not counted
             start.wait()
             y = None
-            while not stop.is_set():
-                y = call(inputs[i])
-                counts[i] += 1
+            if mode == "futures":
+                inflight = collections.deque(queue.submit(inputs[i]) for _ in range(window))
+                while not stop.is_set():
+                    y = inflight.popleft().result()
+                    counts[i] += 1
+                    inflight.append(queue.submit(inputs[i]))
+                for f in inflight:
+                    f.result()
+            else:
+                while not stop.is_set():
+                    y = call(inputs[i])
+                    counts[i] += 1
             got = y.to("float32").numpy()
             if got.shape != expected[i].shape or not np.max(np.abs(got - expected[i]), initial=0.0) <= tol:
                 wrong.append(i)
@@ -94,15 +107,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m streampool.bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if sp.is_available("cuda") else "cpu")
     p.add_argument("--models", default="mlp,encoder")
-    p.add_argument("--modes", default="eager,compiled,batched")
+    p.add_argument("--modes", default="eager,compiled,batched,futures")
+    p.add_argument("--window", type=int, default=4, help="futures mode: requests in flight per thread")
     p.add_argument("--threads", default="1,2,4,8,16")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--json", help="append the lines to this file too")
     a = p.parse_args(argv)
     for mode in a.modes.split(","):
-        if mode not in ("eager", "compiled", "batched"):
-            p.error(f"unknown mode {mode!r} (eager, compiled or batched)")
+        if mode not in ("eager", "compiled", "batched", "futures"):
+            p.error(f"unknown mode {mode!r} (eager, compiled, batched or futures)")
+    if a.window < 1:
+        p.error("--window must be at least 1")
     ok = True
     for name in a.models.split(","):
         if name not in MODELS:
@@ -114,9 +130,10 @@ def main(argv=None):
                               device=a.device, dtype=a.dtype)
         for mode in a.modes.split(","):
             for n in (int(t) for t in a.threads.split(",")):
-                rps, wrong, errors = run(model, mode, shape, a.device, n, a.seconds, seed=n)
+                rps, wrong, errors = run(model, mode, shape, a.device, n, a.seconds, seed=n, window=a.window)
                 line = {"bench": "python_threads", "model": name, "mode": mode, "device": a.device,
-                        "dtype": a.dtype, "threads": n, "requests_per_s": round(rps, 1), "wrong": len(wrong),
+                        "dtype": a.dtype, "threads": n, "window": a.window if mode == "futures" else 1,
+                        "requests_per_s": round(rps, 1), "wrong": len(wrong),
                         "errors": errors[:3]}
                 ok &= not wrong and not errors
                 print(json.dumps(line), flush=True)
