@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -224,6 +225,27 @@ std::vector<float> json_floats(const json& data) {
   return v;
 }
 
+// `clients` threads, each with its own keep-alive connection, send `per` requests each; `one`
+// sends request i of client c and says whether its response was right. Every response must be.
+void run_clients(unsigned short port, int clients, int per, const std::function<bool(HttpClient&, int, int)>& one) {
+  std::atomic<int> ok{0}, wrong{0}, failed{0};
+  std::vector<std::thread> ts;
+  for (int c = 0; c < clients; ++c) {
+    ts.emplace_back([&, c] {
+      try {
+        HttpClient client(port, 120000);
+        for (int i = 0; i < per; ++i) ++(one(client, c, i) ? ok : wrong);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ok.load(), clients * per);
+}
+
 class HttpServerTest : public ::testing::Test {
  protected:
   void start(server::HttpOptions o = {}) {
@@ -393,39 +415,21 @@ TEST_F(HttpServerTest, BertWithAttentionMaskEqualsTheModule) {
 TEST_F(HttpServerTest, MixedLengthsFromManyClientsEachGetTheirOwnPositions) {
   start();
   const int clients = 16, per = 12;
-  std::atomic<int> ok{0}, wrong{0}, failed{0};
-  std::vector<std::thread> ts;
-  for (int c = 0; c < clients; ++c) {
-    ts.emplace_back([&, c] {
-      try {
-        HttpClient client(port(), 120000);
-        std::mt19937_64 g(static_cast<std::uint64_t>(c) + 77);
-        for (int i = 0; i < per; ++i) {
-          // Two rows in every other request: rows of a padded batch are then strided.
-          const int len = 3 + (c * 7 + i * 5) % 38, rows = 1 + i % 2;
-          std::vector<std::int64_t> ids(static_cast<std::size_t>(rows * len));
-          for (auto& id : ids) id = static_cast<std::int64_t>(1 + g() % 500);
-          json req{{"inputs", {{{"name", "input_ids"}, {"datatype", "INT64"}, {"shape", {rows, len}}, {"data", ids}}}}};
-          HttpResponse r = client.request("POST", "/v2/models/bert-tiny/infer", req.dump());
-          const nn::Output want = direct().bert->forward(nn::Input(from_vector(ids, {rows, len}, kCpu)));
-          json j = r.status == 200 ? json::parse(r.body) : json();
-          if (r.status == 200 && j["outputs"][0]["shape"] == json::array({rows, len, 32}) &&
-              max_diff(json_floats(j["outputs"][0]["data"]), want.y.to_float_vector()) <= kTol &&
-              max_diff(json_floats(j["outputs"][1]["data"]), want.pooled.to_float_vector()) <= kTol) {
-            ++ok;
-          } else {
-            ++wrong;
-          }
-        }
-      } catch (const std::exception&) {
-        ++failed;
-      }
-    });
-  }
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(wrong.load(), 0);
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(ok.load(), clients * per);
+  run_clients(port(), clients, per, [](HttpClient& client, int c, int i) {
+    // Two rows in every other request: rows of a padded batch are then strided.
+    const int len = 3 + (c * 7 + i * 5) % 38, rows = 1 + i % 2;
+    std::mt19937_64 g(static_cast<std::uint64_t>(c) * 1000 + static_cast<std::uint64_t>(i));
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(rows * len));
+    for (auto& id : ids) id = static_cast<std::int64_t>(1 + g() % 500);
+    json req{{"inputs", {{{"name", "input_ids"}, {"datatype", "INT64"}, {"shape", {rows, len}}, {"data", ids}}}}};
+    HttpResponse r = client.request("POST", "/v2/models/bert-tiny/infer", req.dump());
+    if (r.status != 200) return false;
+    const nn::Output want = direct().bert->forward(nn::Input(from_vector(ids, {rows, len}, kCpu)));
+    json j = json::parse(r.body);
+    return j["outputs"][0]["shape"] == json::array({rows, len, 32}) &&
+           max_diff(json_floats(j["outputs"][0]["data"]), want.y.to_float_vector()) <= kTol &&
+           max_diff(json_floats(j["outputs"][1]["data"]), want.pooled.to_float_vector()) <= kTol;
+  });
   const auto m = core_->model("bert-tiny").queue->metrics();
   EXPECT_LT(m.batches, static_cast<std::uint64_t>(clients * per)) << "requests of different lengths share batches";
 }
@@ -528,33 +532,14 @@ int env_int(const char* name, int fallback) {
 TEST_F(HttpServerTest, ManyKeepAliveClientsEachGetTheirOwnResults) {
   start();
   const int clients = 256, per = env_int("STREAMPOOL_SERVER_TEST_REQUESTS", 200);
-  std::atomic<int> ok{0}, wrong{0}, failed{0};
-  std::vector<std::thread> ts;
-  for (int c = 0; c < clients; ++c) {
-    ts.emplace_back([&, c] {
-      try {
-        HttpClient client(port(), 120000);
-        for (int i = 0; i < per; ++i) {
-          const auto seed = static_cast<std::uint64_t>(c) * 100000 + static_cast<std::uint64_t>(i);
-          const auto x = input_for(seed, static_cast<std::size_t>(32 * (1 + i % 3)));
-          const std::string id = std::to_string(c) + "-" + std::to_string(i);
-          HttpResponse r = client.request("POST", "/v2/models/mlp/infer", json_infer(x, id));
-          json j = json::parse(r.body);
-          if (r.status == 200 && j["id"] == id && max_diff(json_floats(j["outputs"][0]["data"]), direct().mlp_out(x)) <= kTol) {
-            ++ok;
-          } else {
-            ++wrong;
-          }
-        }
-      } catch (const std::exception&) {
-        ++failed;
-      }
-    });
-  }
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(wrong.load(), 0);
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(ok.load(), clients * per);
+  run_clients(port(), clients, per, [](HttpClient& client, int c, int i) {
+    const auto seed = static_cast<std::uint64_t>(c) * 100000 + static_cast<std::uint64_t>(i);
+    const auto x = input_for(seed, static_cast<std::size_t>(32 * (1 + i % 3)));
+    const std::string id = std::to_string(c) + "-" + std::to_string(i);
+    HttpResponse r = client.request("POST", "/v2/models/mlp/infer", json_infer(x, id));
+    json j = json::parse(r.body);
+    return r.status == 200 && j["id"] == id && max_diff(json_floats(j["outputs"][0]["data"]), direct().mlp_out(x)) <= kTol;
+  });
   const auto m = core_->model("mlp").queue->metrics();
   EXPECT_LT(m.batches, static_cast<std::uint64_t>(clients * per)) << "requests from many connections share batches";
 }
