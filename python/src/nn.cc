@@ -66,6 +66,8 @@ py::object call(const Model& model, const Device& device, const py::object& x, c
 
 std::chrono::microseconds micros(double seconds, const char* what) {
   if (!(seconds >= 0)) throw InvalidArgument(std::string(what) + " must be a number of seconds >= 0");
+  // Past int64's microseconds (or infinity): the longest there is, which the queue reads as none.
+  if (seconds * 1e6 >= 9.2e18) return std::chrono::microseconds::max();
   return std::chrono::microseconds(static_cast<std::int64_t>(seconds * 1e6));
 }
 

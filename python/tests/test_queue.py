@@ -77,6 +77,9 @@ def test_run_from_many_threads_returns_each_its_own_rows_and_raises_its_errors(d
             t.join()
         with pytest.raises(sp.InvalidArgument):
             q.run(np.ones((2, 5), np.float32))
+        # A timeout past any clock (infinity, 1e300 s) is no deadline, not an expired one.
+        for t in (float("inf"), 1e300):
+            np.testing.assert_allclose(q.run(inputs[0], timeout=t).numpy(), inputs[0] @ w.T + b, rtol=1e-5, atol=1e-5)
     assert errors == [] and wrong == []
     with pytest.raises(sp.QueueClosedError):
         q.run(np.ones((1, 8), np.float32))

@@ -686,9 +686,15 @@ BatchFuture BatchQueue::Core::submit(nn::Input in, const SubmitOptions& so) {
     counters.rejected.fetch_add(1, std::memory_order_relaxed);
     throw InvalidArgument("BatchQueue::submit: negative timeout");
   }
+  // A timeout beyond the clock's range is no deadline: arrival + timeout would wrap into the
+  // past and fail the request at once (a client asking for "as long as it takes").
+  auto after = [&](std::chrono::microseconds t) {
+    const auto room = std::chrono::duration_cast<std::chrono::microseconds>(Clock::time_point::max() - r->arrival);
+    return t >= room ? Clock::time_point::max() : r->arrival + t;
+  };
   if (so.deadline) r->deadline = *so.deadline;
-  else if (so.timeout) r->deadline = r->arrival + *so.timeout;
-  else if (options.default_timeout.count() > 0) r->deadline = r->arrival + options.default_timeout;
+  else if (so.timeout) r->deadline = after(*so.timeout);
+  else if (options.default_timeout.count() > 0) r->deadline = after(options.default_timeout);
   try {
     check_request(*r);
   } catch (...) {

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -365,6 +366,10 @@ TEST(HttpServerDeadline, ParameterAndHeaderReachTheQueue) {
     r = c.request("POST", "/v2/models/mlp/infer", json_infer(x, "none"), "Inference-Timeout: 0\r\n");
     ASSERT_EQ(r.status, 200) << "0 is no deadline: " << r.body;
     EXPECT_LE(max_diff(json_floats(json::parse(r.body)["outputs"][0]["data"]), direct().mlp_out(x)), kTol);
+    // The longest deadline there is waits as long as it takes; it does not wrap into the past.
+    with_param["parameters"]["timeout"] = std::numeric_limits<std::int64_t>::max();
+    r = c.request("POST", "/v2/models/mlp/infer", with_param.dump(), "Inference-Timeout: 9223372036854775807\r\n");
+    EXPECT_EQ(r.status, 200) << "INT64_MAX microseconds: " << r.body;
     r = c.request("POST", "/v2/models/mlp/infer", json_infer(x, "bad"), "Inference-Timeout: soon\r\n");
     EXPECT_EQ(r.status, 400);
     EXPECT_NE(r.body.find("Inference-Timeout is not a timeout in microseconds"), std::string::npos) << r.body;

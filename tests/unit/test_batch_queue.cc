@@ -330,6 +330,19 @@ TEST_P(BatchQueueTest, DeadlineExpiresWhileWorkersAreBusyAndTheRequestIsNotRun) 
   EXPECT_EQ(q.metrics().timed_out, 1u);
 }
 
+// A timeout too long for the clock (a client's "as long as it takes", INT64_MAX microseconds)
+// is no deadline: the request runs, it does not wrap around into an expired one.
+TEST_P(BatchQueueTest, TimeoutBeyondTheClockIsNoDeadline) {
+  auto p = probe(device);
+  BatchQueue q(p);
+  SubmitOptions so;
+  so.timeout = std::chrono::microseconds::max();
+  EXPECT_EQ(q.submit(row(21), so).get().y.to_float_vector()[0], 42.0f);
+  so.timeout = std::chrono::hours(24 * 365 * 200000);  // 200,000 years: within int64, past the clock
+  EXPECT_EQ(q.submit(row(22), so).get().y.to_float_vector()[0], 44.0f);
+  EXPECT_EQ(q.metrics().timed_out, 0u);
+}
+
 // cancel() removes a waiting request (never run); a finished one cannot be cancelled.
 TEST_P(BatchQueueTest, CancelRemovesAWaitingRequest) {
   auto p = probe(device);
