@@ -14,6 +14,7 @@
 #include "streampool/safetensors.h"
 #include "streampool/tensor.h"
 #include "streampool/interop.h"
+#include "streampool/process_exit.h"
 #include "streampool/ops.h"
 #include "streampool/nn/bert.h"
 #include "streampool/nn/layers.h"

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "bindings.h"
+#include "streampool/process_exit.h"
 
 namespace streampool::python {
 namespace {
@@ -22,6 +23,8 @@ namespace {
 // it. A thread already past the check when the gate closed is waited for with the GIL released:
 // it gets the GIL before finalization starts and goes back to Python, whose own ending of the
 // thread unwinds only Python's frames.
+// The hook also closes the library's CUDA exit gate at once (streampool::begin_exit): a thread
+// still inside a CUDA call finishes it before exit() runs any library's static destructors.
 //
 // Shared state (lock-free; the GIL orders nothing here): g_exiting, g_exit_thread (written
 // before g_exiting, by the finalizing thread only), g_restoring (threads between the check and
@@ -53,6 +56,10 @@ void register_exit(py::module_& m) {
     g_exit_thread.store(PyThread_get_thread_ident());
     g_exiting.store(true);
     NoGil release;
+    // Threads still inside a CUDA call (a first cuBLASLt heuristic builds statics whose
+    // destructors exit() would run before the library's gate: a SIGSEGV in 11 of 12 exits on
+    // an H200) finish it first; their next CUDA call raises, and they park on their way back.
+    streampool::begin_exit();
     // Bounded: a thread counted here is waiting for the GIL just released, or about to park.
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (g_restoring.load() > 0 && std::chrono::steady_clock::now() < until) {

@@ -211,6 +211,42 @@ int graph_exit() {
   return 0;
 }
 
+// streampool::begin_exit (process_exit.h) while six threads each make a first call of a new
+// GEMM shape on every iteration (on CUDA, a cuBLASLt heuristic each: the window in which exit()
+// alone crashed Python daemon threads): on CUDA another thread's next call must be refused,
+// while the calling thread's own work goes on; then main returns while they run.
+int begin_exit_scenario() {
+  static std::atomic<int> started{0};
+  static std::atomic<bool> refused{false};
+  for (int t = 0; t < 6; ++t) {
+    std::thread([t] {
+      try {
+        Tensor w = randn({48, 64}, DType::float32, g_device, 600 + t);
+        for (std::int64_t i = 0;; ++i) {
+          Tensor x = randn({1 + (i * 6 + t) % 997, 64}, DType::float32, g_device, 650 + t);
+          keep_tensor(linear(x, w));
+          if (i == 1) ++started;
+        }
+      } catch (const streampool::Error&) {
+        refused = true;
+      }
+    }).detach();
+  }
+  while (started < 6) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  begin_exit();
+  if (g_device.kind == DeviceKind::cuda) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!refused && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!refused) return 8;  // the gate did not close
+  }
+  Tensor w = full({8, 4}, 0.5, DType::float32, g_device);
+  Tensor x = full({2, 4}, 2.0, DType::float32, g_device);
+  const std::vector<float> y = linear(x, w).to_vector<float>();  // the caller is still served
+  for (float v : y)
+    if (v != 4.0f) return 9;
+  return y.size() == 16 ? 0 : 9;
+}
+
 std::shared_ptr<nn::Module> small_mlp() {
   std::shared_ptr<nn::Module> m = nn::make_module("mlp", R"({"sizes": [64, 128, 32], "activation": "gelu"})");
   nn::StateDict sd;
@@ -348,6 +384,7 @@ int main(int argc, char** argv) {
     if (scenario == "gemm_joined") return gemm_joined();
     if (scenario == "gemm_atexit") return gemm_atexit();
     if (scenario == "graph_exit") return graph_exit();
+    if (scenario == "begin_exit") return begin_exit_scenario();
     if (scenario == "queue_exit_live") return queue_exit_live();
     if (scenario == "queue_exit_static") return queue_exit_static();
     if (scenario == "nocache") {

@@ -52,6 +52,8 @@ TEST_P(StaticDestructionTest, AtexitSynchronizesWhileGemmsLoop) { run_n("gemm_at
 
 // Exit while compiled modules replay on four threads and build (plan, capture) on two.
 TEST_P(StaticDestructionTest, ReturnWhileGraphsReplayAndCapture) { run_n("graph_exit", gemm_runs() / 4); }
+// streampool::begin_exit: other threads' CUDA calls refused, the caller served, exit clean.
+TEST_P(StaticDestructionTest, BeginExitRefusesOtherThreadsAndServesTheCaller) { run_n("begin_exit", gemm_runs() / 4); }
 
 // Exit with a live BatchQueue serving six clients (the queue never destroyed), and with requests
 // waiting in a static queue whose destructor must drain them during exit.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "streampool/error.h"
+#include "streampool/process_exit.h"
 
 namespace streampool::detail {
 namespace {
@@ -127,4 +128,10 @@ void install_exit_gate_again() {
   if (late_registrations.fetch_add(1, std::memory_order_relaxed) < 256) std::atexit(&on_exit);
 }
 
+void close_exit_gate() { on_exit(); }
+
 }  // namespace streampool::detail
+
+namespace streampool {
+void begin_exit() { detail::close_exit_gate(); }
+}  // namespace streampool

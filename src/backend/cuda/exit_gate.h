@@ -13,6 +13,10 @@
 // runtime's teardown; once it has run, every CUDA call is refused, the exiting thread's too: a
 // user's atexit handler registered before the process first used CUDA (it runs after the
 // teardown) gets an Error from synchronize instead of a crash (seen: 4 of 4 runs crashed).
+// The one window left: a thread inside its first call into a CUDA library that builds statics
+// (cuBLASLt's heuristics) when exit() starts; they are registered after every gate handler, so
+// exit() destroys them under the thread (Python daemon threads: 11 of 12 exits crashed).
+// streampool::begin_exit (process_exit.h) closes the gate before exit(), and waits for it.
 
 namespace streampool::detail {
 
@@ -35,6 +39,8 @@ void install_exit_gate();
 // exit() before a gate registered earlier ran, were still in use by another thread). The latest
 // registration runs first, before those statics' destructors.
 void install_exit_gate_again();
+// What the handler does, now, on the calling thread (streampool::begin_exit, process_exit.h).
+void close_exit_gate();
 
 }  // namespace streampool::detail
 

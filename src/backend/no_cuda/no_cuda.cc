@@ -4,6 +4,7 @@
 
 #include "backend/cuda/exit_gate.h"
 #include "backend/registry.h"
+#include "streampool/process_exit.h"
 
 namespace streampool::detail {
 
@@ -14,3 +15,7 @@ CudaCallScope::~CudaCallScope() = default;
 void install_exit_gate() {}
 
 }  // namespace streampool::detail
+
+namespace streampool {
+void begin_exit() {}  // no CUDA: nothing can be mid-call in a CUDA library
+}  // namespace streampool
