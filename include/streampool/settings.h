@@ -16,6 +16,9 @@ namespace streampool {
 // with a warning (automatic); capture or fail (always); run eagerly (never).
 enum class GraphMode { automatic, always, never };
 
+// Which library computes the CPU's float32 GEMMs (README, "CPU GEMM").
+enum class CpuGemm { onednn, openblas };
+
 // A memory cap: absolute bytes, or a fraction of the device's total memory.
 struct MemoryLimitSetting {
   bool set = false;
@@ -30,7 +33,8 @@ struct Settings {
   MemoryLimitSetting memory_limit;        // STREAMPOOL_MEMORY_LIMIT: "8GiB", "512MB", "90%"
   bool no_caching = false;                // STREAMPOOL_NO_CACHING=1: every allocation goes to the device
   bool allocator_log = false;             // STREAMPOOL_ALLOCATOR_LOG=1: a stderr line per segment taken from the device
-  int cpu_blas_threads = 1;               // STREAMPOOL_CPU_BLAS_THREADS: OpenBLAS threads per GEMM call
+  int cpu_threads = 1;                    // STREAMPOOL_CPU_THREADS (or the older STREAMPOOL_CPU_BLAS_THREADS): threads per CPU op
+  CpuGemm cpu_gemm = CpuGemm::onednn;     // STREAMPOOL_CPU_GEMM: onednn | openblas (openblas where oneDNN is not built)
   bool allow_tf32 = false;                // STREAMPOOL_ALLOW_TF32=1: float32 GEMMs may use TF32 on CUDA
   GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never
   int graph_cache_size = 64;              // STREAMPOOL_GRAPH_CACHE_SIZE: input signatures kept per compiled module
@@ -57,6 +61,10 @@ std::string to_string(const MemoryLimitSetting& setting);
 // Parses a STREAMPOOL_GRAPH value (auto, always, never); throws ConfigError.
 GraphMode parse_graph_mode(const std::string& text);
 std::string to_string(GraphMode mode);
+// Parses a STREAMPOOL_CPU_GEMM value (onednn, openblas); throws ConfigError, also for onednn
+// in a build without it.
+CpuGemm parse_cpu_gemm(const std::string& text);
+std::string to_string(CpuGemm gemm);
 // "1.50 GiB"
 std::string format_bytes(std::size_t bytes);
 

@@ -17,7 +17,9 @@ constexpr const char* kExhaustedVar = "STREAMPOOL_POOL_EXHAUSTED";
 constexpr const char* kMemoryLimitVar = "STREAMPOOL_MEMORY_LIMIT";
 constexpr const char* kNoCachingVar = "STREAMPOOL_NO_CACHING";
 constexpr const char* kAllocatorLogVar = "STREAMPOOL_ALLOCATOR_LOG";
-constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";
+constexpr const char* kCpuThreadsVar = "STREAMPOOL_CPU_THREADS";
+constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";  // the older name
+constexpr const char* kCpuGemmVar = "STREAMPOOL_CPU_GEMM";
 constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
 constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
 constexpr const char* kGraphCacheVar = "STREAMPOOL_GRAPH_CACHE_SIZE";
@@ -58,13 +60,19 @@ Settings load() {
   if (const char* v = env(kNoCachingVar)) s.no_caching = parse_flag(kNoCachingVar, v);
   if (const char* v = env(kAllocatorLogVar)) s.allocator_log = parse_flag(kAllocatorLogVar, v);
   if (const char* v = env(kTf32Var)) s.allow_tf32 = parse_flag(kTf32Var, v);
-  if (const char* v = env(kBlasThreadsVar)) {
+  for (const char* var : {kBlasThreadsVar, kCpuThreadsVar}) {  // the newer name wins
+    const char* v = env(var);
+    if (!v) continue;
     long long n = 0;
     if (!parse_int(v, 1, 256, n)) {
-      throw ConfigError(std::string(kBlasThreadsVar) + "='" + v + "' is not an integer from 1 to 256");
+      throw ConfigError(std::string(var) + "='" + v + "' is not an integer from 1 to 256 (threads per CPU op)");
     }
-    s.cpu_blas_threads = static_cast<int>(n);
+    s.cpu_threads = static_cast<int>(n);
   }
+#ifndef STREAMPOOL_HAVE_ONEDNN
+  s.cpu_gemm = CpuGemm::openblas;
+#endif
+  if (const char* v = env(kCpuGemmVar)) s.cpu_gemm = parse_cpu_gemm(v);
   if (const char* v = env(kGraphVar)) s.graph = parse_graph_mode(v);
   if (const char* v = env(kGraphCacheVar)) {
     long long n = 0;
@@ -84,6 +92,21 @@ Settings load() {
 }
 
 }  // namespace
+
+CpuGemm parse_cpu_gemm(const std::string& text) {
+  if (text == "openblas") return CpuGemm::openblas;
+  if (text == "onednn") {
+#ifdef STREAMPOOL_HAVE_ONEDNN
+    return CpuGemm::onednn;
+#else
+    throw ConfigError(std::string(kCpuGemmVar) + "='onednn' but this build has no oneDNN (CMake option STREAMPOOL_ONEDNN, "
+                      "Debian's libdnnl-dev); use openblas");
+#endif
+  }
+  throw ConfigError(std::string(kCpuGemmVar) + "='" + text + "' is not one of: onednn, openblas");
+}
+
+std::string to_string(CpuGemm gemm) { return gemm == CpuGemm::onednn ? "onednn" : "openblas"; }
 
 GraphMode parse_graph_mode(const std::string& text) {
   if (text == "auto") return GraphMode::automatic;
@@ -215,8 +238,11 @@ std::vector<SettingReport> settings_report() {
        "1: bypass the caching allocator (every allocation and free goes to the device)"},
       {kAllocatorLogVar, s.allocator_log ? "1" : "0", env(kAllocatorLogVar) != nullptr,
        "1: one line on stderr for each segment the allocator takes from the device, and why the cache could not serve it"},
-      {kBlasThreadsVar, std::to_string(s.cpu_blas_threads), env(kBlasThreadsVar) != nullptr,
-       "OpenBLAS threads per CPU GEMM (parallelism comes from streams; raise for few threads)"},
+      {kCpuThreadsVar, std::to_string(s.cpu_threads), env(kCpuThreadsVar) != nullptr || env(kBlasThreadsVar) != nullptr,
+       "threads per CPU op (GEMM, attention, softmax, layer norm, elementwise), while cores are idle; "
+       "STREAMPOOL_CPU_BLAS_THREADS is the older name"},
+      {kCpuGemmVar, to_string(s.cpu_gemm), env(kCpuGemmVar) != nullptr,
+       "library of the CPU's float32 GEMMs: onednn | openblas"},
       {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,
        "1: float32 GEMMs on CUDA may use TF32 tensor cores (default: true float32)"},
       {kGraphVar, to_string(s.graph), env(kGraphVar) != nullptr,

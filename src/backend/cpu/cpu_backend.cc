@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/cpu/cpu_load.h"
 #include "backend/registry.h"
 #include "streampool/error.h"
 
@@ -54,6 +55,12 @@ void enter_task() {
   }
   tls_in_task = true;
 }
+
+}  // namespace
+
+int cpu_tasks_running() { return g_tasks_running.load(std::memory_order_relaxed); }
+
+namespace {
 
 void leave_task() {
   tls_in_task = false;

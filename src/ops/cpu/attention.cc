@@ -2,14 +2,14 @@
 // one BLAS call, the masked softmax per row, then P V in a second call. A scalar loop over
 // queries and keys ran at a tenth of the GEMM's speed (issue 16: ~6.7 ms of an encoder request).
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/blas.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/parallel.h"
 #include "ops/cpu/vec_math.h"
 
 namespace streampool::detail::cpu {
@@ -23,16 +23,20 @@ int ld(std::int64_t stride, int rows, int cols) { return rows <= 1 ? std::max(co
 }  // namespace
 
 void attention(const AttentionArgs& a) {
-  ensure_blas_threads();
   const auto* q = static_cast<const float*>(a.q);
   const auto* k = static_cast<const float*>(a.k);
   const auto* v = static_cast<const float*>(a.v);
   auto* o = static_cast<float*>(a.out);
   const float neg_inf = -std::numeric_limits<float>::infinity();
+  // (batch, head) pairs over the intra-op pool: each chunk with its own scores buffer.
+  const std::int64_t pairs = std::int64_t{a.batch} * a.heads;
+  const std::int64_t flops_per_pair = 4 * std::int64_t{a.sq} * std::max(a.sk, 1) * std::max(a.d, 1);
+  parallel_for(pairs, chunks_for(pairs * flops_per_pair, std::int64_t{1} << 21), 1, [&](std::int64_t p0, std::int64_t p1) {
   std::vector<float> p(static_cast<std::size_t>(std::min(a.sq, kBlock)) * static_cast<std::size_t>(std::max(a.sk, 1)));
-  for (int bi = 0; bi < a.batch; ++bi) {
+  for (std::int64_t pi = p0; pi < p1; ++pi) {
+    const int bi = static_cast<int>(pi / a.heads), h = static_cast<int>(pi % a.heads);
     const unsigned char* mask = a.mask ? a.mask + static_cast<std::ptrdiff_t>(bi) * a.sk : nullptr;
-    for (int h = 0; h < a.heads; ++h) {
+    {
       const float* qh = q + bi * a.q_stride[0] + h * a.q_stride[1];
       const float* kh = k + bi * a.k_stride[0] + h * a.k_stride[1];
       const float* vh = v + bi * a.v_stride[0] + h * a.v_stride[1];
@@ -46,8 +50,8 @@ void attention(const AttentionArgs& a) {
           continue;
         }
         // Scores of this block: (rows x sk) = Q_block K^T.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, a.sk, a.d, 1.0f, qh + i0 * a.q_stride[2],
-                    ld(a.q_stride[2], rows, a.d), kh, ld(a.k_stride[2], a.sk, a.d), 0.0f, p.data(), a.sk);
+        sgemm(true, rows, a.sk, a.d, qh + i0 * a.q_stride[2], ld(a.q_stride[2], rows, a.d), kh,
+              ld(a.k_stride[2], a.sk, a.d), 0.0f, p.data(), a.sk);
         for (int r = 0; r < rows; ++r) {
           const int i = i0 + r;
           float* s = p.data() + static_cast<std::ptrdiff_t>(r) * a.sk;
@@ -74,11 +78,12 @@ void attention(const AttentionArgs& a) {
           for (int j = 0; j < a.sk; ++j) s[j] *= inv;
         }
         // Out block: (rows x d) = P V.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, a.d, a.sk, 1.0f, p.data(), a.sk, vh,
-                    ld(a.v_stride[2], a.sk, a.d), 0.0f, oi0, ld(a.o_stride[2], rows, a.d));
+        sgemm(false, rows, a.d, a.sk, p.data(), a.sk, vh, ld(a.v_stride[2], a.sk, a.d), 0.0f, oi0,
+              ld(a.o_stride[2], rows, a.d));
       }
     }
   }
+  });
 }
 
 }  // namespace streampool::detail::cpu

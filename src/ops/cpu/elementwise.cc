@@ -5,6 +5,7 @@
 
 #include "ops/cpu/activation.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/parallel.h"
 #include "ops/cpu/vec_math.h"
 
 namespace streampool::detail::cpu {
@@ -46,7 +47,10 @@ void activate_n(float* y, const float* x, std::int64_t n, Activation act) {
   }
 }
 
-void unary(float* y, const float* x, std::int64_t n, Activation act) { activate_n(y, x, n, act); }
+void unary(float* y, const float* x, std::int64_t n, Activation act) {
+  // A value's result does not depend on where it sits (vec_math.h), so any split gives the same.
+  parallel_for(n, chunks_for(n, 1 << 15), 256, [&](std::int64_t b, std::int64_t e) { activate_n(y + b, x + b, e - b, act); });
+}
 
 namespace {
 // One row of the last dimension: y[j] = a[j * as] op b[j * bs], with the common stride patterns

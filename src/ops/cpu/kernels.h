@@ -8,12 +8,9 @@
 
 namespace streampool::detail::cpu {
 
-// linear.cc: the GEMM through OpenBLAS (one BLAS thread per call: README, "CPU BLAS"), then
-// the bias and activation; every pointer is a float*.
+// linear.cc: the GEMM (blas.h's provider; blocks over the intra-op pool, parallel.h), then the
+// bias and activation; every pointer is a float*.
 void gemm(const GemmArgs& g);
-void set_blas_threads(int n);
-// Applies STREAMPOOL_CPU_BLAS_THREADS once, before the first BLAS call of any kernel.
-void ensure_blas_threads();
 // elementwise.cc
 void unary(float* y, const float* x, std::int64_t n, Activation act);
 void binary(float* y, const float* a, const float* b, const Broadcast& bc, BinaryOp op);
@@ -22,7 +19,7 @@ void max_abs_diff(float* acc, const float* a, const float* b, std::int64_t n);
 void softmax_rows(float* y, const float* x, std::int64_t rows, std::int64_t n);
 void layer_norm_rows(float* y, const float* x, const float* w, const float* b, std::int64_t rows, std::int64_t n,
                      float eps);
-// attention.cc: scores and weighted sums through the GEMM (OpenBLAS), the softmax between.
+// attention.cc: scores and weighted sums through the GEMM (blas.h), the softmax between.
 void attention(const AttentionArgs& a);
 // embedding.cc: out-of-range ids give zero rows and set *out_of_range.
 void embedding(float* out, const std::int64_t* ids, std::int64_t count, const float* weight, std::int64_t num,
