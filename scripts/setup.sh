@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages streampool needs (Debian / Ubuntu), only those missing.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
+packages=(cmake ninja-build g++ pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libopenblas-dev libdnnl-dev
           python3-dev pybind11-dev libdlpack-dev python3-numpy python3-pytest libboost-dev
           libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
 # Installed where the distribution has them: PyTorch for the Python tests that compare with it

@@ -6,15 +6,16 @@
 STREAMPOOL_API_BEGIN
 namespace streampool {
 
-// Closes the exit gate now, on the calling thread, instead of at exit(): from then on a CUDA
-// call started by any other thread raises Error, and this call waits (at most two seconds)
-// until no other thread is inside one. exit() does the same by itself, but only once its own
-// turn comes among the atexit handlers: a thread making its first call into a CUDA library
-// (cuBLASLt's algorithm heuristics) while the process exits registers that library's static
-// destructors after the gate's handler, so they run first and the thread crashes inside the
-// library. Call this before returning from main (or calling exit) while such threads may run;
-// the Python package calls it from its atexit hook. The calling thread's own CUDA work goes on
-// being served. Without CUDA it does nothing.
+// Closes the exit gates now, on the calling thread: from then on a CUDA call started by any
+// other thread raises Error, and this waits (at most two seconds) until no other thread is
+// inside one; CPU GEMMs move from oneDNN to OpenBLAS, and this waits until none is inside
+// oneDNN. The calling thread's own CUDA work, and all CPU work, go on being served.
+// Why: a thread inside its first call into a library that builds static objects then (oneDNN's
+// kernels, cuBLASLt's heuristics) registers their destructors after every gate's atexit
+// handler, so exit() would destroy them under it. exit() on the main thread (returning from
+// main; Python's finalization) runs this by itself before any atexit handler (Note [Main
+// thread exit]); call it yourself before calling exit() from another thread. The Python
+// package also calls it from its atexit hook.
 void begin_exit();
 
 }  // namespace streampool

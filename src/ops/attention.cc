@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "ops/cpu/blas.h"
 #include "ops/op_common.h"
 
 namespace streampool {
@@ -63,6 +64,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   a.out = out.data_ptr();
   a.causal = causal;
   a.scale = static_cast<float>(scale ? *scale : 1.0 / std::sqrt(static_cast<double>(D)));
+  if (dev.kind == DeviceKind::cpu) cpu::prepare_gemm();  // Note [oneDNN at exit]
   launch(op, dev, [a] { cpu::attention(a); }, [&](void* stream) { cuda::attention(a, dt, stream); });
   return out;
 }

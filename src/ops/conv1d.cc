@@ -1,6 +1,7 @@
 // conv1d: im2col, then one batched GEMM with the weight shared by the batch, then the bias and
 // the activation (on the CPU in the GEMM's pass).
 
+#include "ops/cpu/blas.h"
 #include "ops/op_common.h"
 
 namespace streampool {
@@ -63,6 +64,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   }
   const void* xp = xc.data_ptr();
   void* colp = cols.data_ptr();
+  if (x.device().kind == DeviceKind::cpu) cpu::prepare_gemm();  // Note [oneDNN at exit]
   launch(
       op, dev,
       [=] {

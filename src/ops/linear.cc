@@ -1,5 +1,6 @@
 // linear and matmul: argument checks, then one GEMM on the current stream.
 
+#include "ops/cpu/blas.h"
 #include "ops/op_common.h"
 
 namespace streampool {
@@ -11,6 +12,7 @@ namespace {
 void run_gemm(const char* op, const Tensor& out, const GemmArgs& g) {
   const Device dev = out.device();
   const DType dt = out.dtype();
+  if (dev.kind == DeviceKind::cpu) cpu::prepare_gemm();  // Note [oneDNN at exit]
   launch(op, dev, [g] { cpu::gemm(g); }, [&](void* stream) { cuda::gemm(dev, dt, g, stream); });
 }
 

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "streampool/error.h"
-#include "streampool/process_exit.h"
 
 namespace streampool::detail {
 namespace {
@@ -132,6 +131,3 @@ void close_exit_gate() { on_exit(); }
 
 }  // namespace streampool::detail
 
-namespace streampool {
-void begin_exit() { detail::close_exit_gate(); }
-}  // namespace streampool

@@ -4,7 +4,6 @@
 
 #include "backend/cuda/exit_gate.h"
 #include "backend/registry.h"
-#include "streampool/process_exit.h"
 
 namespace streampool::detail {
 
@@ -13,9 +12,6 @@ Backend* cuda_backend_if_built() { return nullptr; }
 CudaCallScope::CudaCallScope() : slot_(nullptr) {}
 CudaCallScope::~CudaCallScope() = default;
 void install_exit_gate() {}
+void close_exit_gate() {}  // no CUDA: nothing can be mid-call in a CUDA library
 
 }  // namespace streampool::detail
-
-namespace streampool {
-void begin_exit() {}  // no CUDA: nothing can be mid-call in a CUDA library
-}  // namespace streampool

@@ -7,7 +7,14 @@
 
 #include <cblas.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
 
 #include "streampool/error.h"
 #include "streampool/settings.h"
@@ -32,6 +39,52 @@ void openblas_sgemm(bool bt, int m, int n, int k, const float* a, int lda, const
 }
 
 #ifdef STREAMPOOL_HAVE_ONEDNN
+// Note [oneDNN at exit]
+// ~~~~~~~~~~~~~~~~~~~~~
+// oneDNN builds its JIT kernels into static objects at their first use, so their destructors
+// are registered with atexit then, and exit() runs them before any library destructor: before
+// the CPU exit gate (Note [CPU exit gate]) stops the stream workers. A worker inside
+// dnnl_sgemm at that moment crashed (the exit helper tests, most runs). So the first op that
+// will run a GEMM builds the kernels of every shape class the GEMMs use (warm_up, ~45 ms), on
+// the thread that launches it, and only then registers onednn_exit, which runs before those
+// destructors: it sends every later GEMM to OpenBLAS
+// (whose state lives until its own library destructor, after the gate) and waits for the calls
+// inside oneDNN to return. Tasks go on running, so atexit handlers may still synchronize CPU
+// streams. It is registered again after a thread's first call of each shape (256 times at
+// most), after any kernel such a shape built. A thread still building them when exit() starts
+// is covered by Note [Main thread exit] (streampool::begin_exit runs onednn_exit before every
+// atexit handler). Shared state: g_onednn_closed, g_in_onednn (seq_cst).
+std::atomic<bool> g_onednn_closed{false};
+std::atomic<int> g_in_onednn{0};
+std::atomic<int> g_exit_registrations{0};
+
+void onednn_exit() {
+  if (g_onednn_closed.exchange(true, std::memory_order_seq_cst)) return;
+  // Long enough for any real GEMM; a call that never returns cannot hold exit forever.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (g_in_onednn.load(std::memory_order_seq_cst) > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+void dnnl_call(bool bt, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c,
+               int ldc) {
+  const dnnl_status_t st = dnnl_sgemm('N', bt ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success) {
+    throw Error("oneDNN sgemm failed (status " + std::to_string(static_cast<int>(st)) + ") for m=" + std::to_string(m) +
+                " n=" + std::to_string(n) + " k=" + std::to_string(k));
+  }
+}
+
+void warm_up() {
+  const int shapes[][3] = {{1, 1, 1},   {1, 64, 64},     {64, 1, 64},   {2, 3, 5},     {16, 16, 16},
+                           {64, 64, 64}, {300, 200, 100}, {8, 512, 256}, {256, 8, 256}, {128, 128, 32}};
+  std::vector<float> a(300 * 300, 0.5f), b(300 * 300, 0.25f), c(300 * 300, 0.0f);
+  for (const auto& sh : shapes)
+    for (bool bt : {false, true})
+      for (float beta : {0.0f, 1.0f}) dnnl_call(bt, sh[0], sh[1], sh[2], a.data(), sh[2], b.data(), bt ? sh[2] : sh[1], beta, c.data(), sh[1]);
+}
+
 void onednn_sgemm(bool bt, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c,
                   int ldc) {
   // oneDNN (Debian's build runs on OpenMP) would open a team of every core's thread on each
@@ -41,15 +94,52 @@ void onednn_sgemm(bool bt, int m, int n, int k, const float* a, int lda, const f
     omp_set_num_threads(1);
     single = true;
   }
-  const dnnl_status_t st = dnnl_sgemm('N', bt ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-  if (st != dnnl_success) {
-    throw Error("oneDNN sgemm failed (status " + std::to_string(static_cast<int>(st)) + ") for m=" + std::to_string(m) +
-                " n=" + std::to_string(n) + " k=" + std::to_string(k));
+  prepare_gemm();  // done already on the thread that launched the op, where it matters
+  g_in_onednn.fetch_add(1, std::memory_order_seq_cst);
+  if (g_onednn_closed.load(std::memory_order_seq_cst)) {  // the process is exiting
+    g_in_onednn.fetch_sub(1, std::memory_order_seq_cst);
+    openblas_sgemm(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  struct Leave {
+    ~Leave() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
+  } leave;
+  dnnl_call(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  // A shape this thread has not run before may have built a kernel (a static) of its own.
+  thread_local std::unordered_set<std::uint64_t> seen;
+  if (g_exit_registrations.load(std::memory_order_relaxed) < 256) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(m) << 42) ^ (static_cast<std::uint64_t>(n) << 21) ^
+                              static_cast<std::uint64_t>(k) ^ (bt ? 1ull << 63 : 0) ^ (beta != 0 ? 1ull << 62 : 0);
+    if (seen.insert(key).second && g_exit_registrations.fetch_add(1, std::memory_order_relaxed) < 256) {
+      std::atexit(&onednn_exit);
+    }
   }
 }
 #endif
 
 }  // namespace
+
+void close_onednn() {
+#ifdef STREAMPOOL_HAVE_ONEDNN
+  onednn_exit();
+#endif
+}
+
+void prepare_gemm() {
+#ifdef STREAMPOOL_HAVE_ONEDNN
+  static std::once_flag once;
+  std::call_once(once, [] {
+    omp_set_num_threads(1);
+    g_in_onednn.fetch_add(1, std::memory_order_seq_cst);  // onednn_exit waits for the warm-up too
+    struct Leave {
+      ~Leave() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
+    } leave;
+    if (g_onednn_closed.load(std::memory_order_seq_cst)) return;  // exiting: OpenBLAS from now on
+    warm_up();
+    std::atexit(&onednn_exit);
+  });
+#endif
+}
 
 bool onednn_built() {
 #ifdef STREAMPOOL_HAVE_ONEDNN

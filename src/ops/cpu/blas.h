@@ -15,6 +15,12 @@ void sgemm(bool b_transposed, int m, int n, int k, const float* a, int lda, cons
 // in a build without it.
 void sgemm_with(GemmProvider provider, bool b_transposed, int m, int n, int k, const float* a, int lda, const float* b,
                 int ldb, float beta, float* c, int ldc);
+// Builds oneDNN's kernels once and arms its exit handler (Note [oneDNN at exit]); called on the
+// launching thread by every op that will run a CPU GEMM, before it enqueues the task.
+void prepare_gemm();
+// From now on every GEMM runs in OpenBLAS, and waits (at most 30 s) until no call is inside
+// oneDNN (Note [oneDNN at exit]; streampool::begin_exit).
+void close_onednn();
 // What the build offers, and what OpenBLAS picked for this CPU ("Haswell", "SkylakeX",
 // "Prescott" - its SSE3 fallback for CPUs that its release does not know).
 bool onednn_built();
