@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <functional>
+#include <thread>
 #include <limits>
 #include <map>
 
@@ -369,3 +372,108 @@ TEST_P(OpsTest, LinearOnMisalignedHalfPrecisionViews) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, OpsTest, STREAMPOOL_DEVICES, test::param_name);
+
+// Shapes large enough that STREAMPOOL_CPU_THREADS > 1 splits them (CTest runs this suite again
+// with 2 and with 3 intra-op threads, and with STREAMPOOL_CPU_GEMM=openblas): GEMM column
+// blocks with a tail, row blocks, whole matrices of a batch, a one-row GEMM, rows of softmax and
+// layer norm, elements of GELU, (batch, head) pairs of attention. Each against a double
+// reference, and each bitwise equal when computed again while three other threads load the
+// cores, so that a split never depends on how many threads were free.
+TEST_P(OpsTest, LargeOpsAcrossIntraOpBlocksMatchAndDoNotDependOnLoad) {
+  struct Gemm {
+    int batch, m, k, n;
+  };
+  std::vector<std::function<Tensor()>> ops;
+  std::uint64_t seed = 900;
+  for (Gemm g : {Gemm{1, 64, 512, 300}, Gemm{1, 1000, 256, 20}, Gemm{3, 128, 256, 128}, Gemm{1, 1, 4096, 2048}}) {
+    Tensor a = randn({g.batch, g.m, g.k}, DType::float32, device, seed++);
+    Tensor w = randn({g.n, g.k}, DType::float32, device, seed++), bias = randn({g.n}, DType::float32, device, seed++);
+    Tensor b3 = randn({g.batch, g.k, g.n}, DType::float32, device, seed++);
+    auto av = a.to_vector<float>(), wv = w.to_vector<float>(), bv = bias.to_vector<float>(), b3v = b3.to_vector<float>();
+    std::vector<double> ref_lin(std::size_t(g.batch) * g.m * g.n), ref_mm(ref_lin.size());
+    for (int z = 0; z < g.batch; ++z)
+      for (int i = 0; i < g.m; ++i)
+        for (int j = 0; j < g.n; ++j) {
+          double lin = bv[j], mm = 0;
+          for (int t = 0; t < g.k; ++t) {
+            const double x = av[(std::size_t(z) * g.m + i) * g.k + t];
+            lin += x * wv[std::size_t(j) * g.k + t];
+            mm += x * b3v[(std::size_t(z) * g.k + t) * g.n + j];
+          }
+          ref_lin[(std::size_t(z) * g.m + i) * g.n + j] = act_ref(lin, Activation::gelu);
+          ref_mm[(std::size_t(z) * g.m + i) * g.n + j] = mm;
+        }
+    const std::string what = std::to_string(g.batch) + "x" + std::to_string(g.m) + "x" + std::to_string(g.k) + "x" + std::to_string(g.n);
+    expect_close(linear(a, w, bias, Activation::gelu).to_vector<float>(), ref_lin, 2e-5, ("linear " + what).c_str());
+    expect_close(matmul(a, b3).to_vector<float>(), ref_mm, 2e-5, ("matmul " + what).c_str());
+    ops.push_back([a, w, bias] { return linear(a, w, bias, Activation::gelu); });
+    ops.push_back([a, b3] { return matmul(a, b3); });
+  }
+  {
+    const std::int64_t rows = 300, n = 257;
+    Tensor x = randn({rows, n}, DType::float32, device, seed++, 0.0, 3.0);
+    Tensor w = randn({n}, DType::float32, device, seed++), b = randn({n}, DType::float32, device, seed++);
+    auto xv = x.to_vector<float>(), wv = w.to_vector<float>(), bv = b.to_vector<float>();
+    std::vector<double> sm(rows * n), ln(rows * n), ge(rows * n);
+    for (int r = 0; r < rows; ++r) {
+      double mx = -1e300, s = 0, mean = 0, var = 0;
+      for (int i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(xv[r * n + i]));
+      for (int i = 0; i < n; ++i) s += std::exp(xv[r * n + i] - mx);
+      for (int i = 0; i < n; ++i) sm[r * n + i] = std::exp(xv[r * n + i] - mx) / s;
+      for (int i = 0; i < n; ++i) mean += xv[r * n + i];
+      mean /= n;
+      for (int i = 0; i < n; ++i) var += (xv[r * n + i] - mean) * (xv[r * n + i] - mean);
+      var /= n;
+      for (int i = 0; i < n; ++i) ln[r * n + i] = (xv[r * n + i] - mean) / std::sqrt(var + 1e-5) * wv[i] + bv[i];
+      for (int i = 0; i < n; ++i) ge[r * n + i] = act_ref(xv[r * n + i], Activation::gelu);
+    }
+    expect_close(softmax(x).to_vector<float>(), sm, 1e-6, "softmax 300x257");
+    expect_close(layer_norm(x, w, b, 1e-5).to_vector<float>(), ln, 1e-5, "layer_norm 300x257");
+    expect_close(gelu(x).to_vector<float>(), ge, 1e-6, "gelu 300x257");
+    ops.push_back([x] { return softmax(x); });
+    ops.push_back([x, w, b] { return layer_norm(x, w, b, 1e-5); });
+    ops.push_back([x] { return gelu(x); });
+  }
+  {
+    const int B = 2, H = 4, S = 64, D = 32;
+    Tensor q = randn({B, H, S, D}, DType::float32, device, seed++), k = randn({B, H, S, D}, DType::float32, device, seed++),
+           v = randn({B, H, S, D}, DType::float32, device, seed++);
+    auto qv = q.to_vector<float>(), kv = k.to_vector<float>(), vv = v.to_vector<float>();
+    std::vector<double> ref(std::size_t(B) * H * S * D);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    for (int z = 0; z < B * H; ++z)
+      for (int i = 0; i < S; ++i) {
+        std::vector<double> p(S);
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < S; ++j) {
+          double dot = 0;
+          for (int d = 0; d < D; ++d) dot += double(qv[(std::size_t(z) * S + i) * D + d]) * kv[(std::size_t(z) * S + j) * D + d];
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        for (int j = 0; j < S; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        for (int d = 0; d < D; ++d) {
+          double o = 0;
+          for (int j = 0; j < S; ++j) o += p[j] / sum * vv[(std::size_t(z) * S + j) * D + d];
+          ref[(std::size_t(z) * S + i) * D + d] = o;
+        }
+      }
+    expect_close(scaled_dot_product_attention(q, k, v).to_vector<float>(), ref, 1e-5, "attention 2x4x64x32");
+    ops.push_back([q, k, v] { return scaled_dot_product_attention(q, k, v); });
+  }
+  // The same ops again: alone, then while three threads run them too.
+  std::vector<std::vector<float>> alone;
+  for (auto& op : ops) alone.push_back(op().to_vector<float>());
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 3; ++t)
+    load.emplace_back([&] {
+      while (!stop) {
+        for (auto& op : ops) (void)op().to_vector<float>();
+      }
+    });
+  for (int round = 0; round < 3; ++round)
+    for (std::size_t i = 0; i < ops.size(); ++i) EXPECT_EQ(ops[i]().to_vector<float>(), alone[i]) << "op " << i << " round " << round;
+  stop = true;
+  for (auto& th : load) th.join();
+}

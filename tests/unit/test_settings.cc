@@ -71,3 +71,20 @@ TEST(Settings, ErrorPolicyFromEnvironment_cuda) {
   auto r = run_helper("exhaust cuda", "STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error");
   EXPECT_EQ(r.status, 0) << r.output;
 }
+
+TEST(Settings, CpuThreadsAndCpuGemmBadValuesNameTheVariable_cpu) {
+  for (const char* var : {"STREAMPOOL_CPU_THREADS", "STREAMPOOL_CPU_BLAS_THREADS"}) {
+    for (const char* v : {"0", "abc", "257", "-1"}) {
+      auto r = run_helper("current cpu", std::string(var) + "=" + v);
+      EXPECT_EQ(r.status, 3) << var << "=" << v << ": " << r.output;
+      EXPECT_NE(r.output.find(std::string(var) + "='" + v + "'"), std::string::npos) << r.output;
+    }
+  }
+  auto r = run_helper("current cpu", "STREAMPOOL_CPU_GEMM=mkl");
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("STREAMPOOL_CPU_GEMM='mkl' is not one of: onednn, openblas"), std::string::npos) << r.output;
+  for (const char* ok : {"STREAMPOOL_CPU_GEMM=openblas", "STREAMPOOL_CPU_THREADS=4", "STREAMPOOL_CPU_BLAS_THREADS=2"}) {
+    r = run_helper("current cpu", ok);
+    EXPECT_EQ(r.status, 0) << ok << ": " << r.output;
+  }
+}

@@ -22,6 +22,7 @@
 #ifdef STREAMPOOL_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
 extern "C" void omp_set_num_threads(int num_threads);
+extern "C" int omp_get_max_threads(void);
 #endif
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -79,10 +80,13 @@ void dnnl_call(bool bt, int m, int n, int k, const float* a, int lda, const floa
 void warm_up() {
   const int shapes[][3] = {{1, 1, 1},   {1, 64, 64},     {64, 1, 64},   {2, 3, 5},     {16, 16, 16},
                            {64, 64, 64}, {300, 200, 100}, {8, 512, 256}, {256, 8, 256}, {128, 128, 32}};
-  std::vector<float> a(300 * 300, 0.5f), b(300 * 300, 0.25f), c(300 * 300, 0.0f);
-  for (const auto& sh : shapes)
+  for (const auto& sh : shapes) {
+    const int m = sh[0], n = sh[1], k = sh[2];
+    // A (m x k), B (k x n, or n x k transposed: the same size), C (m x n), each its own size.
+    std::vector<float> a(std::size_t(m) * k, 0.5f), b(std::size_t(k) * n, 0.25f), c(std::size_t(m) * n, 0.0f);
     for (bool bt : {false, true})
-      for (float beta : {0.0f, 1.0f}) dnnl_call(bt, sh[0], sh[1], sh[2], a.data(), sh[2], b.data(), bt ? sh[2] : sh[1], beta, c.data(), sh[1]);
+      for (float beta : {0.0f, 1.0f}) dnnl_call(bt, m, n, k, a.data(), k, b.data(), bt ? k : n, beta, c.data(), n);
+  }
 }
 
 void onednn_sgemm(bool bt, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -129,12 +133,19 @@ void prepare_gemm() {
 #ifdef STREAMPOOL_HAVE_ONEDNN
   static std::once_flag once;
   std::call_once(once, [] {
+    // On the caller's thread, which may be an OpenMP user's: its thread count is given back.
+    const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
+    struct Restore {
+      int threads;
+      ~Restore() { omp_set_num_threads(threads); }
+    } restore{threads};
     g_in_onednn.fetch_add(1, std::memory_order_seq_cst);  // onednn_exit waits for the warm-up too
     struct Leave {
       ~Leave() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
     } leave;
-    if (g_onednn_closed.load(std::memory_order_seq_cst)) return;  // exiting: OpenBLAS from now on
+    // Exiting (OpenBLAS from now on), or OpenBLAS chosen: nothing to build.
+    if (g_onednn_closed.load(std::memory_order_seq_cst) || settings().cpu_gemm != CpuGemm::onednn) return;
     warm_up();
     std::atexit(&onednn_exit);
   });
