@@ -404,8 +404,11 @@ TEST_P(OpsTest, LargeOpsAcrossIntraOpBlocksMatchAndDoNotDependOnLoad) {
           ref_mm[(std::size_t(z) * g.m + i) * g.n + j] = mm;
         }
     const std::string what = std::to_string(g.batch) + "x" + std::to_string(g.m) + "x" + std::to_string(g.k) + "x" + std::to_string(g.n);
-    expect_close(linear(a, w, bias, Activation::gelu).to_vector<float>(), ref_lin, 2e-5, ("linear " + what).c_str());
-    expect_close(matmul(a, b3).to_vector<float>(), ref_mm, 2e-5, ("matmul " + what).c_str());
+    // float32 sums of k products: the rounding error grows as sqrt(k) (7e-5 at k = 4096, with
+    // OpenBLAS and oneDNN alike).
+    const double tol = 2e-5 * std::max(1.0, std::sqrt(g.k / 256.0));
+    expect_close(linear(a, w, bias, Activation::gelu).to_vector<float>(), ref_lin, tol, ("linear " + what).c_str());
+    expect_close(matmul(a, b3).to_vector<float>(), ref_mm, tol, ("matmul " + what).c_str());
     ops.push_back([a, w, bias] { return linear(a, w, bias, Activation::gelu); });
     ops.push_back([a, b3] { return matmul(a, b3); });
   }
