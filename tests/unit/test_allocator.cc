@@ -234,7 +234,8 @@ TEST_P(AllocatorTest, EarlyReuseWithoutRecordStreamAndNotWithIt) {
 }
 
 // Note [Cross-stream segments]: a miss on one stream takes another stream's whole free segment
-// rather than a new one from the device, and the new stream's work runs after the old stream's
+// rather than a new one from the device. A busy stream's only under the memory limit (else the
+// two streams would be serialized), and then the new stream's work runs after the old stream's
 // work that was still using it.
 TEST_P(AllocatorTest, CrossStreamSegmentIsReusedAfterTheOldStreamsWork) {
   constexpr std::size_t kFloats = (12u << 20) / sizeof(float);  // 12 MiB: a segment of its own
@@ -246,7 +247,9 @@ TEST_P(AllocatorTest, CrossStreamSegmentIsReusedAfterTheOldStreamsWork) {
     test::slow_fill(a, static_cast<float*>(p.get()), kFloats, 1.0f, 20000);  // still running at the free
   }
   const MemoryStats before = memory_stats(device);
+  set_memory_limit(device, before.reserved_bytes + (4u << 20));  // no room for a new 12 MiB segment
   DataPtr q = allocate(device, kFloats * sizeof(float), &b);
+  set_memory_limit(device, 0);
   const MemoryStats after = memory_stats(device);
   EXPECT_EQ(q.get(), first) << "the free segment of stream 5 was not reused";
   EXPECT_EQ(after.device_allocations, before.device_allocations);
@@ -271,8 +274,10 @@ TEST_P(AllocatorTest, CrossStreamSegmentDoesNotPassOnTheOldStreamsFailure) {
     });
   }
   const MemoryStats before = memory_stats(device);
+  set_memory_limit(device, before.reserved_bytes + (4u << 20));  // stream 7 is busy: only under the limit
   {
     DataPtr q = allocate(device, kBytes, &b);
+    set_memory_limit(device, 0);
     EXPECT_EQ(memory_stats(device).cross_stream_segments, before.cross_stream_segments + 1);
     StreamGuard g(b);
     EXPECT_TRUE(op(1024, 3)) << "work on the new stream";
