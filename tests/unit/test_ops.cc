@@ -43,6 +43,19 @@ double act_ref(double x, Activation a) {
   return x;
 }
 
+// One row's softmax and layer norm (eps 1e-5) in double.
+void softmax_layer_norm_row_ref(const float* x, const float* w, const float* b, std::int64_t n, double* sm, double* ln) {
+  double mx = -1e300, s = 0, mean = 0, var = 0;
+  for (std::int64_t i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(x[i]));
+  for (std::int64_t i = 0; i < n; ++i) s += std::exp(x[i] - mx);
+  for (std::int64_t i = 0; i < n; ++i) sm[i] = std::exp(x[i] - mx) / s;
+  for (std::int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  for (std::int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<double>(n);
+  for (std::int64_t i = 0; i < n; ++i) ln[i] = (x[i] - mean) / std::sqrt(var + 1e-5) * w[i] + b[i];
+}
+
 }  // namespace
 
 TEST_P(OpsTest, LinearWithEveryEpilogue) {
@@ -115,15 +128,7 @@ TEST_P(OpsTest, SoftmaxAndLayerNormOnLongRows) {
     auto wv = w.to_vector<float>(), bv = b.to_vector<float>();
     std::vector<double> sm(3 * n), ln(3 * n);
     for (int r = 0; r < 3; ++r) {
-      double mx = -1e300, s = 0, mean = 0, var = 0;
-      for (int i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(xv[r * n + i]));
-      for (int i = 0; i < n; ++i) s += std::exp(xv[r * n + i] - mx);
-      for (int i = 0; i < n; ++i) sm[r * n + i] = std::exp(xv[r * n + i] - mx) / s;
-      for (int i = 0; i < n; ++i) mean += xv[r * n + i];
-      mean /= n;
-      for (int i = 0; i < n; ++i) var += (xv[r * n + i] - mean) * (xv[r * n + i] - mean);
-      var /= n;
-      for (int i = 0; i < n; ++i) ln[r * n + i] = (xv[r * n + i] - mean) / std::sqrt(var + 1e-5) * wv[i] + bv[i];
+      softmax_layer_norm_row_ref(&xv[r * n], &wv[0], &bv[0], n, &sm[r * n], &ln[r * n]);
     }
     expect_close(softmax(x).to_vector<float>(), sm, 1e-6, "softmax");
     expect_close(layer_norm(x, w, b, 1e-5).to_vector<float>(), ln, 1e-5, "layer_norm");
@@ -419,15 +424,7 @@ TEST_P(OpsTest, LargeOpsAcrossIntraOpBlocksMatchAndDoNotDependOnLoad) {
     auto xv = x.to_vector<float>(), wv = w.to_vector<float>(), bv = b.to_vector<float>();
     std::vector<double> sm(rows * n), ln(rows * n), ge(rows * n);
     for (int r = 0; r < rows; ++r) {
-      double mx = -1e300, s = 0, mean = 0, var = 0;
-      for (int i = 0; i < n; ++i) mx = std::max(mx, static_cast<double>(xv[r * n + i]));
-      for (int i = 0; i < n; ++i) s += std::exp(xv[r * n + i] - mx);
-      for (int i = 0; i < n; ++i) sm[r * n + i] = std::exp(xv[r * n + i] - mx) / s;
-      for (int i = 0; i < n; ++i) mean += xv[r * n + i];
-      mean /= n;
-      for (int i = 0; i < n; ++i) var += (xv[r * n + i] - mean) * (xv[r * n + i] - mean);
-      var /= n;
-      for (int i = 0; i < n; ++i) ln[r * n + i] = (xv[r * n + i] - mean) / std::sqrt(var + 1e-5) * wv[i] + bv[i];
+      softmax_layer_norm_row_ref(&xv[r * n], &wv[0], &bv[0], n, &sm[r * n], &ln[r * n]);
       for (int i = 0; i < n; ++i) ge[r * n + i] = act_ref(xv[r * n + i], Activation::gelu);
     }
     expect_close(softmax(x).to_vector<float>(), sm, 1e-6, "softmax 300x257");
