@@ -68,6 +68,16 @@ void onednn_exit() {
   }
 }
 
+// A call inside oneDNN, counted for onednn_exit.
+struct InOneDnn {
+  InOneDnn() { g_in_onednn.fetch_add(1, std::memory_order_seq_cst); }
+  ~InOneDnn() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
+  InOneDnn(const InOneDnn&) = delete;
+  InOneDnn& operator=(const InOneDnn&) = delete;
+};
+
+void note_shape(bool bt, int m, int n, int k, float beta);
+
 void dnnl_call(bool bt, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c,
                int ldc) {
   const dnnl_status_t st = dnnl_sgemm('N', bt ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
@@ -99,17 +109,20 @@ void onednn_sgemm(bool bt, int m, int n, int k, const float* a, int lda, const f
     single = true;
   }
   prepare_gemm();  // done already on the thread that launched the op, where it matters
-  g_in_onednn.fetch_add(1, std::memory_order_seq_cst);
-  if (g_onednn_closed.load(std::memory_order_seq_cst)) {  // the process is exiting
-    g_in_onednn.fetch_sub(1, std::memory_order_seq_cst);
-    openblas_sgemm(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);
-    return;
+  {
+    InOneDnn in;
+    if (!g_onednn_closed.load(std::memory_order_seq_cst)) {
+      dnnl_call(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);
+      note_shape(bt, m, n, k, beta);
+      return;
+    }
   }
-  struct Leave {
-    ~Leave() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
-  } leave;
-  dnnl_call(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);
-  // A shape this thread has not run before may have built a kernel (a static) of its own.
+  openblas_sgemm(bt, m, n, k, a, lda, b, ldb, beta, c, ldc);  // the process is exiting
+}
+
+// A shape this thread has not run before may have built a kernel (a static) of its own: the
+// exit handler is registered again after it (Note [oneDNN at exit]).
+void note_shape(bool bt, int m, int n, int k, float beta) {
   thread_local std::unordered_set<std::uint64_t> seen;
   if (g_exit_registrations.load(std::memory_order_relaxed) < 256) {
     const std::uint64_t key = (static_cast<std::uint64_t>(m) << 42) ^ (static_cast<std::uint64_t>(n) << 21) ^
@@ -140,10 +153,7 @@ void prepare_gemm() {
       int threads;
       ~Restore() { omp_set_num_threads(threads); }
     } restore{threads};
-    g_in_onednn.fetch_add(1, std::memory_order_seq_cst);  // onednn_exit waits for the warm-up too
-    struct Leave {
-      ~Leave() { g_in_onednn.fetch_sub(1, std::memory_order_seq_cst); }
-    } leave;
+    InOneDnn in;  // onednn_exit waits for the warm-up too
     // Exiting (OpenBLAS from now on), or OpenBLAS chosen: nothing to build.
     if (g_onednn_closed.load(std::memory_order_seq_cst) || settings().cpu_gemm != CpuGemm::onednn) return;
     warm_up();
