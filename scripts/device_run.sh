@@ -5,7 +5,8 @@
 #   scripts/device_run.sh bench    libtorch anchor and streampool bench in the same call
 #   scripts/device_run.sh batched  PyTorch's batch ceiling, Hugging Face BERT and the batched bench
 # Narrowing: SUITES (test binaries), GOLDEN_DTYPES, MODELS (anchor), BENCH_MODELS, DTYPES,
-# BENCH_MODES (direct,graph), ANCHOR_MODES (eager,graph), DUR (anchor seconds per point);
+# BENCH_MODES (direct,graph), BENCH_FLAGS (extra bench flags), ANCHOR_MODES (eager,graph), DUR (anchor
+# seconds per point);
 # batched: BATCH_THREADS (client counts), BATCH_FLAGS (extra bench flags), BATCH_CASES.
 # Results go to $OUT (or /tmp/streampool-device).
 set -uo pipefail
@@ -46,8 +47,9 @@ case "${1:-tests}" in
     done
     for dt in ${DTYPES:-float32 float16}; do
       "$B/tools/streampool" bench --device cuda --dtype "$dt" --modes "${BENCH_MODES:-direct}" --models "${BENCH_MODELS:-mlp,encoder,linear4096,conv1d,bert-minilm}" \
-        --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" \
+        --compare "$OUT/anchor_libtorch.jsonl" --json "$OUT/bench_$dt.jsonl" --plot "$OUT/bench_$dt.svg" ${BENCH_FLAGS:-} \
         2>/tmp/bench_$dt.err
+      grep -E "launches|FAILED" /tmp/bench_$dt.err
     done
     ;;
   batched)

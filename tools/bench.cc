@@ -47,6 +47,7 @@ struct Options {
   std::string length_buckets, lengths;
   std::string json_path, plot_path, compare_path;
   std::string server, protocol = "http-binary";  // --server: the load generator (bench_server.h)
+  double launch_ceiling = 0;  // launches/s the card does over all threads, measured elsewhere; 0: not shown
 };
 
 
@@ -137,6 +138,26 @@ Result run_closed_loop(bench::Workload& w, const CompiledModule* compiled, const
   return r;
 }
 
+// The launches of one request (direct mode), counted by CUDA rather than estimated: the forward
+// is captured once into a graph (on a scratch compiled module) and the graph's kernel, copy and
+// fill nodes counted. {-1, -1} off CUDA, or where the forward cannot be captured (BERT's id
+// check is host work), with the reason in `why`.
+std::pair<std::int64_t, std::int64_t> count_launches(const bench::Workload& w, const Device& dev, std::string& why) {
+  if (dev.kind != DeviceKind::cuda) return {-1, -1};
+  GraphOptions go;
+  go.mode = GraphMode::always;
+  try {
+    auto counted = compile(w.model, go);
+    (void)(*counted)(w.input(0));
+    current_stream(dev).synchronize();
+    const GraphStats gs = counted->stats();
+    return {gs.kernels_per_call, gs.copies_per_call};
+  } catch (const GraphError& e) {
+    why = e.what();
+    return {-1, -1};
+  }
+}
+
 json to_json(const Result& r, const Device& dev) {
   json j = {{"impl", "streampool"}, {"model", r.model}, {"dtype", r.dtype}, {"threads", r.threads}, {"mode", r.mode},
             {"reqs", r.reqs}, {"rps", r.rps}, {"p50_ms", r.p50}, {"p99_ms", r.p99}, {"max_err", r.max_err},
@@ -154,6 +175,11 @@ json to_json(const Result& r, const Device& dev) {
     j["queue_p99_ms"] = r.queue_p99;
     j["compute_p50_ms"] = r.compute_p50;
     j["compute_p99_ms"] = r.compute_p99;
+  }
+  if (r.launches >= 0) {
+    j["launches_per_req"] = r.launches;  // kernels + copies / fills of one request, counted by CUDA
+    j["launches_per_s"] = r.launches * r.rps;
+    if (r.launch_ceiling > 0) j["launch_ceiling_frac"] = r.launches * r.rps / r.launch_ceiling;
   }
   if (r.graph_captures >= 0) {
     j["graph_captures"] = r.graph_captures;
@@ -225,6 +251,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--batched-graph", o->batched_graph, "Batched mode: workers replay captured graphs per batch-size bucket");
   cmd->add_option("--length-buckets", o->length_buckets, "Batched mode: comma-separated length buckets (encoder, bert-minilm)");
   cmd->add_option("--lengths", o->lengths, "Batched mode: MIN:MAX request lengths, mixed (default 16:128 for bert-minilm, else each workload's own)");
+  cmd->add_option("--launch-ceiling", o->launch_ceiling, "CUDA: the card's kernel launches/s over all threads (../shared/anchors/cuda_limits.cu measures it); each configuration then reports launches/s as a fraction of it")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json_path, "Write one JSON object per configuration to this file");
   cmd->add_option("--plot", o->plot_path, "Write an SVG plot of throughput and p99 against threads");
   cmd->add_option("--compare", o->compare_path, "JSON lines of another run or an anchor: adds the ratio against it");
@@ -373,12 +401,24 @@ void add_bench_command(CLI::App& app, int* exit_code) {
           }
           continue;
         }
+        std::string uncounted;
+        const auto [kernels, copies] = count_launches(w, dev, uncounted);
+        if (dev.kind == DeviceKind::cuda && kernels >= 0) {
+          std::fprintf(stderr, "\rbench: %s %s: one request launches %lld kernels and %lld copies or fills\n", model.c_str(),
+                       o->dtype.c_str(), static_cast<long long>(kernels), static_cast<long long>(copies));
+        } else if (dev.kind == DeviceKind::cuda) {
+          std::fprintf(stderr, "\rbench: %s %s: launches not counted: %s\n", model.c_str(), o->dtype.c_str(),
+                       uncounted.c_str());
+        }
         for (int t : thread_counts) {
           std::fprintf(stderr, "\r[%zu/%zu] %-12s %-8s %-6s threads %-3d ...        ", results.size() + 1, total,
                        model.c_str(), o->dtype.c_str(), mode.c_str(), t);
           std::fflush(stderr);
           Result r = run_closed_loop(w, compiled.get(), dev, dt, t, duration);
           r.batch = o->batch;
+          // A graph replay is one launch (its copies in and out ride in it); direct mode launches each node.
+          if (kernels >= 0) r.launches = compiled ? 1 : kernels + copies;
+          r.launch_ceiling = o->launch_ceiling;
           if (compiled) {
             const GraphStats gs = compiled->stats();
             r.graph_captures = gs.captures;
@@ -398,8 +438,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
     }
     std::fprintf(stderr, "\r%80s\r", "");
     // The table.
-    std::printf("%-12s %-8s %-6s %4s %11s %9s %9s %6s %9s %9s %9s %9s", "model", "dtype", "mode", "thr", "req/s",
-                "p50 ms", "p99 ms", "eff", "max_err", "devMB", "hostMB", "growMB");
+    std::printf("%-12s %-8s %-6s %4s %11s %9s %9s %6s %9s %9s %9s %9s %6s %9s", "model", "dtype", "mode", "thr", "req/s",
+                "p50 ms", "p99 ms", "eff", "max_err", "devMB", "hostMB", "growMB", "launch", "launch/s");
     std::vector<std::string> ref_names;
     for (const auto& ref : refs)
       if (std::find(ref_names.begin(), ref_names.end(), ref.name) == ref_names.end()) ref_names.push_back(ref.name);
@@ -414,6 +454,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       std::printf("%-12s %-8s %-6s %4d %11.0f %9.4f %9.4f %6s %9.2g %9.1f %9.1f %9.2f", r.model.c_str(),
                   r.dtype.c_str(), mode.c_str(), r.threads, r.rps, r.p50, r.p99, eff.c_str(), r.max_err,
                   r.dev_peak_mb, r.host_peak_mb, r.dev_growth_mb);
+      if (r.launches >= 0) std::printf(" %6lld %9.0f", static_cast<long long>(r.launches), r.launches * r.rps);
+      else std::printf(" %6s %9s", "-", "-");
       for (const auto& n : ref_names) {
         auto it = r.ratios.find(n);
         if (it == r.ratios.end()) std::printf(" %14s", "-");

@@ -37,6 +37,11 @@ struct GraphStats {
   std::uint64_t eager = 0;      // calls run eagerly: STREAMPOOL_GRAPH=never, or not capturable
   std::size_t signatures = 0;   // signatures cached now
   std::size_t bytes = 0;        // device memory the cached instances hold now
+  // What the latest captured graph's forward launches per replay, as CUDA counted its nodes:
+  // kernels, and copies or fills (the replay's copies in and out not included); -1 before the
+  // first capture. One graph launch replaces them all.
+  std::int64_t kernels_per_call = -1;
+  std::int64_t copies_per_call = -1;
 };
 
 struct GraphOptions {

@@ -134,6 +134,8 @@ void register_nn(py::module_& m) {
         d["instances"] = s.instances;
         d["captures"] = s.captures;
         d["evictions"] = s.evictions;
+        d["kernels_per_call"] = s.kernels_per_call;
+        d["copies_per_call"] = s.copies_per_call;
         return d;
       })
       .def("clear", &CompiledModule::clear, nogil());

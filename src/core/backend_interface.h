@@ -104,6 +104,10 @@ class GraphExec {
   // Copies src[i] to the graph's inputs[i], runs the graph, copies its outputs[i] to dst[i], all
   // in `stream`'s order (src and dst sized as in the GraphIo).
   virtual void replay(StreamImpl& stream, const void* const* src, void* const* dst) = 0;
+  // What the captured body launches per replay, as the backend counted its nodes: kernels, and
+  // copies and fills (the copies in and out around the body not included). -1 where unknown.
+  virtual int body_kernels() const { return -1; }
+  virtual int body_copies() const { return -1; }
 };
 
 class Backend {

@@ -120,6 +120,7 @@ struct CompiledModule::State {
   static constexpr int kShards = 16;
   Shard shards[kShards];
   std::atomic<std::uint64_t> tick{0}, instances{0}, captures{0}, evictions{0}, eager{0};
+  std::atomic<std::int64_t> last_kernels{-1}, last_copies{-1};  // the latest capture's body (GraphStats)
   // Bumped whenever an entry leaves the map (evict, clear): threads' memos of instances are
   // then stale (see forward()).
   std::atomic<std::uint64_t> generation{0};
@@ -228,6 +229,8 @@ struct CompiledModule::State {
       });
       if (!inst.exec) throw GraphError("the " + dev.str() + " backend returned no graph");
       captures.fetch_add(1, std::memory_order_relaxed);
+      last_kernels.store(inst.exec->body_kernels(), std::memory_order_relaxed);
+      last_copies.store(inst.exec->body_copies(), std::memory_order_relaxed);
     } catch (const std::exception& ex) {
       inst.memory = DataPtr();
       inst.workspace = DataPtr();
@@ -431,6 +434,8 @@ GraphStats CompiledModule::stats() const {
   s.captures = st.captures.load();
   s.evictions = st.evictions.load();
   s.eager = st.eager.load();
+  s.kernels_per_call = st.last_kernels.load();
+  s.copies_per_call = st.last_copies.load();
   std::vector<std::shared_ptr<Entry>> entries;
   {
     std::shared_lock<std::shared_mutex> lock(st.mu);

@@ -1,5 +1,5 @@
-// conv1d: im2col, then one batched GEMM with the weight shared by the batch, then the bias and
-// the activation (on the CPU in the GEMM's pass).
+// conv1d: im2col, then one batched GEMM with the weight shared by the batch that also adds the
+// bias per output channel and applies the activation.
 
 #include "ops/cpu/blas.h"
 #include "ops/op_common.h"
@@ -54,14 +54,11 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   g.c = y.data_ptr();
   g.ldc = g.n;
   g.stride_c = Cout * Lout;
-  // The CPU GEMM starts from the bias per output channel and applies the activation in the same
-  // pass; CUDA's epilogue has a bias per column only, so there they follow as their own ops.
-  const bool fused = dev.kind == DeviceKind::cpu;
-  const Tensor bc = bias.defined() && fused ? bias.contiguous() : Tensor();
-  if (fused) {
-    g.row_bias = bc.defined() ? bc.data_ptr() : nullptr;
-    g.act = act;
-  }
+  // The GEMM adds the bias per output channel and applies the activation: the CPU's in the same
+  // pass, CUDA's in cuBLASLt's epilogue (Note [Row-major GEMMs]) or one pass after it.
+  const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  g.row_bias = bc.defined() ? bc.data_ptr() : nullptr;
+  g.act = act;
   const void* xp = xc.data_ptr();
   void* colp = cols.data_ptr();
   if (x.device().kind == DeviceKind::cpu) cpu::prepare_gemm();  // Note [oneDNN at exit]
@@ -75,10 +72,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
         if (!direct) cuda::im2col(colp, xp, dt, ic, stream);
         cuda::gemm(dev, dt, g, stream);
       });
-  if (fused) return y;
-  // reshape, not view: a strided bias (a slice) is accepted, as linear and layer_norm accept it.
-  if (bias.defined()) y = add(y, bias.reshape({Cout, 1}));
-  return act == Activation::none ? y : activation(y, act);
+  return y;
 }
 
 }  // namespace streampool

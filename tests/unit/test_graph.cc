@@ -101,6 +101,27 @@ TEST_P(GraphTest, ResultsAreTheCallersOwn) {
   EXPECT_GT(memory_stats(device).allocations - eager_before, 1u) << "the eager forward does allocate (the check can fail)";
 }
 
+// The launches of a forward, counted from the captured graph's nodes (the bench reports them
+// per request): three activation layers are three kernels of ours and nothing else. The CPU has
+// no graphs: -1.
+TEST_P(GraphTest, CountsTheKernelsOfTheCapturedForward) {
+  std::shared_ptr<nn::Module> acts =
+      nn::make_module("sequential", R"({"layers": [{"kind": "tanh"}, {"kind": "relu"}, {"kind": "tanh"}]})");
+  acts->load_state_dict({}, device, DType::float32);
+  auto compiled = compile(acts);
+  EXPECT_EQ(compiled->stats().kernels_per_call, -1) << "nothing captured yet";
+  Tensor x = randn({4, 32}, DType::float32, device, 3);
+  (*compiled)(x);
+  const GraphStats s = compiled->stats();
+  if (device.kind == DeviceKind::cuda) {
+    EXPECT_EQ(s.kernels_per_call, 3);
+    EXPECT_EQ(s.copies_per_call, 0);
+  } else {
+    EXPECT_EQ(s.kernels_per_call, -1);
+    EXPECT_EQ(s.copies_per_call, -1);
+  }
+}
+
 // Two compiled modules of one architecture, one input shape, called in turn from one thread:
 // each answers with its own weights (a thread's memo of instances names the module).
 TEST_P(GraphTest, TwoCompiledModulesWithTheSameShapesKeepTheirOwnInstances) {

@@ -209,10 +209,17 @@ TEST_P(OpsTest, Conv1dWithStrideAndPadding) {
         ref[(n * 4 + o) * lout + l] = acc;
       }
   expect_close(conv1d(x, w, b, 2, 1).to_vector<float>(), ref, 1e-5, "conv1d");
-  // With an activation after it (fused into the GEMM's pass on the CPU): applied after the bias.
-  for (Activation act : {Activation::relu, Activation::gelu, Activation::tanh}) {
+  // With an activation after it, applied after the bias: fused into the GEMM's pass on the CPU;
+  // on CUDA relu and gelu_tanh in cuBLASLt's epilogue (the row-major form), the others in one
+  // pass after the GEMM (Note [Row-major GEMMs]).
+  for (Activation act : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::tanh}) {
     std::vector<double> want = ref;
-    for (double& v : want) v = act == Activation::relu ? std::max(v, 0.0) : act == Activation::tanh ? std::tanh(v) : 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    for (double& v : want) {
+      v = act == Activation::relu   ? std::max(v, 0.0)
+          : act == Activation::tanh ? std::tanh(v)
+          : act == Activation::gelu ? 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))
+                                    : 0.5 * v * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    }
     expect_close(conv1d(x, w, b, 2, 1, act).to_vector<float>(), want, 1e-5, "conv1d + activation");
   }
   expect_close(conv1d(x, w, Tensor(), 2, 1, Activation::relu).to_vector<float>(), [&] {

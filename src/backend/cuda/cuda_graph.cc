@@ -29,12 +29,40 @@ namespace {
     if (st_ != cudaSuccess) graph_fail(#expr, st_, (where));      \
   } while (0)
 
+// The kernels and the copies / fills of a captured graph, child graphs included: what one
+// request launches (issue "Direct mode at the measured limits": launches counted, not estimated).
+struct NodeCounts {
+  int kernels = 0, copies = 0;
+};
+void count_nodes(cudaGraph_t g, NodeCounts& n, const std::string& where) {
+  std::size_t count = 0;
+  GRAPH_CHECK(cudaGraphGetNodes(g, nullptr, &count), where);
+  std::vector<cudaGraphNode_t> nodes(count);
+  if (count) GRAPH_CHECK(cudaGraphGetNodes(g, nodes.data(), &count), where);
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    GRAPH_CHECK(cudaGraphNodeGetType(node, &type), where);
+    if (type == cudaGraphNodeTypeKernel) {
+      ++n.kernels;
+    } else if (type == cudaGraphNodeTypeMemcpy || type == cudaGraphNodeTypeMemset) {
+      ++n.copies;
+    } else if (type == cudaGraphNodeTypeGraph) {
+      cudaGraph_t child = nullptr;
+      GRAPH_CHECK(cudaGraphChildGraphNodeGetGraph(node, &child), where);
+      count_nodes(child, n, where);
+    }
+  }
+}
+
 class CudaGraphExec final : public GraphExec {
  public:
   CudaGraphExec(cudaGraph_t graph, cudaGraphExec_t exec, std::vector<cudaGraphNode_t> in_nodes,
-                std::vector<cudaGraphNode_t> out_nodes, GraphIo io, std::string where)
+                std::vector<cudaGraphNode_t> out_nodes, GraphIo io, std::string where, NodeCounts body)
       : graph_(graph), exec_(exec), in_nodes_(std::move(in_nodes)), out_nodes_(std::move(out_nodes)), io_(std::move(io)),
-        where_(std::move(where)) {}
+        where_(std::move(where)), body_(body) {}
+
+  int body_kernels() const override { return body_.kernels; }
+  int body_copies() const override { return body_.copies; }
 
   ~CudaGraphExec() override {
     try {
@@ -67,6 +95,7 @@ class CudaGraphExec final : public GraphExec {
   std::vector<cudaGraphNode_t> in_nodes_, out_nodes_;
   GraphIo io_;
   std::string where_;
+  NodeCounts body_;
 };
 
 }  // namespace
@@ -94,7 +123,9 @@ std::unique_ptr<GraphExec> capture_graph(StreamImpl& s, GraphIo& io, const std::
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   std::vector<cudaGraphNode_t> in_nodes, out_nodes;
+  NodeCounts body_counts;
   try {
+    count_nodes(body_graph, body_counts, where);
     GRAPH_CHECK(cudaGraphCreate(&graph, 0), where);
     // Copies in, the body after all of them, copies out after it. Until the first replay sets
     // them, each copy node copies its own buffer onto itself: never run.
@@ -118,7 +149,8 @@ std::unique_ptr<GraphExec> capture_graph(StreamImpl& s, GraphIo& io, const std::
     throw;
   }
   cudaGraphDestroy(body_graph);  // the child node holds its own copy
-  return std::make_unique<CudaGraphExec>(graph, exec, std::move(in_nodes), std::move(out_nodes), io, where);
+  return std::make_unique<CudaGraphExec>(graph, exec, std::move(in_nodes), std::move(out_nodes), io, where,
+                                         body_counts);
 }
 
 }  // namespace streampool::detail

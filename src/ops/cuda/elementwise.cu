@@ -85,14 +85,16 @@ __global__ void binary_kernel(T* __restrict__ y, const T* __restrict__ a, const 
   }
 }
 
+// bias_period 0: a bias per column; else one per row, row r taking bias[r % bias_period] (a
+// batch of convolution outputs, a bias per channel).
 template <typename T>
 __global__ void bias_act_kernel(T* __restrict__ y, std::int64_t rows, std::int64_t cols, const T* __restrict__ bias,
-                                Activation a) {
+                                std::int64_t bias_period, Activation a) {
   const std::int64_t n = rows * cols;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
     float v = to_f(y[i]);
-    if (bias) v += to_f(bias[i % cols]);
+    if (bias) v += to_f(bias[bias_period ? (i / cols) % bias_period : i % cols]);
     y[i] = from_f<T>(act(v, a));
   }
 }
@@ -163,11 +165,11 @@ void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc
 }
 
 void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, const void* bias, Activation a,
-                     void* stream) {
+                     void* stream, std::int64_t row_bias_period) {
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
-    bias_act_kernel<T><<<grid_for(rows * cols, 256), 256, 0, cs(stream)>>>(static_cast<T*>(y), rows, cols,
-                                                                            static_cast<const T*>(bias), a);
+    bias_act_kernel<T><<<grid_for(rows * cols, 256), 256, 0, cs(stream)>>>(
+        static_cast<T*>(y), rows, cols, static_cast<const T*>(bias), row_bias_period, a);
   });
   check("bias_activation", dt, [&] { return "output " + dims({rows, cols}); });
 }

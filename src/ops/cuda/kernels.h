@@ -13,8 +13,10 @@ namespace streampool::detail::cuda {
 // linear.cc: cuBLASLt with handles from a per-thread pool (Note [BLAS handles and workspaces]).
 void gemm(const Device& device, DType dt, const GemmArgs& g, void* stream);
 // elementwise.cu
+// y (rows x cols) = act(y + bias): a bias per column, or with row_bias_period > 0 one per row,
+// row r taking bias[r % row_bias_period].
 void bias_activation(void* y, DType dt, std::int64_t rows, std::int64_t cols, const void* bias, Activation act,
-                     void* stream);
+                     void* stream, std::int64_t row_bias_period = 0);
 void unary(void* y, const void* x, DType dt, std::int64_t n, Activation act, void* stream);
 void binary(void* y, const void* a, const void* b, DType dt, const Broadcast& bc, BinaryOp op, void* stream);
 void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64_t n, void* stream);

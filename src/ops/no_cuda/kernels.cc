@@ -14,7 +14,7 @@ namespace {
 }  // namespace
 
 void gemm(const Device&, DType, const GemmArgs&, void*) { no_cuda("gemm"); }
-void bias_activation(void*, DType, std::int64_t, std::int64_t, const void*, Activation, void*) {
+void bias_activation(void*, DType, std::int64_t, std::int64_t, const void*, Activation, void*, std::int64_t) {
   no_cuda("bias_activation");
 }
 void unary(void*, const void*, DType, std::int64_t, Activation, void*) { no_cuda("activation"); }
