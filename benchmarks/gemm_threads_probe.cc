@@ -72,11 +72,15 @@ void describe(Gemm& g, const void* bias) {
 
 std::string config(const cublasLtMatmulAlgo_t& algo) {
   auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) {
-    std::uint64_t v = 0;
-    std::size_t written = 0;
-    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof v, &written) != CUBLAS_STATUS_SUCCESS) return -1LL;
-    // Attributes are 4 or 8 bytes wide; the low bytes hold the value either way.
-    return written == 4 ? static_cast<long long>(static_cast<std::uint32_t>(v)) : static_cast<long long>(v);
+    // The size must match the attribute's own (2, 4 or 8 bytes): try each.
+    for (std::size_t size : {std::size_t(4), std::size_t(2), std::size_t(8)}) {
+      std::uint64_t v = 0;
+      std::size_t written = 0;
+      if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, size, &written) == CUBLAS_STATUS_SUCCESS) {
+        return static_cast<long long>(size == 4 ? static_cast<std::uint32_t>(v) : size == 2 ? static_cast<std::uint16_t>(v) : v);
+      }
+    }
+    return -1LL;
   };
   std::ostringstream o;
   o << "\"algo_id\": " << get(CUBLASLT_ALGO_CONFIG_ID) << ", \"tile\": " << get(CUBLASLT_ALGO_CONFIG_TILE_ID)

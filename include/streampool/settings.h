@@ -36,6 +36,7 @@ struct Settings {
   int cpu_threads = 1;                    // STREAMPOOL_CPU_THREADS (or the older STREAMPOOL_CPU_BLAS_THREADS): threads per CPU op
   CpuGemm cpu_gemm = CpuGemm::onednn;     // STREAMPOOL_CPU_GEMM: onednn | openblas (openblas where oneDNN is not built)
   bool allow_tf32 = false;                // STREAMPOOL_ALLOW_TF32=1: float32 GEMMs may use TF32 on CUDA
+  bool gemm_tuning = true;                // STREAMPOOL_GEMM_TUNING=0: CUDA GEMMs keep cuBLASLt's first choice, untimed
   GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never
   int graph_cache_size = 64;              // STREAMPOOL_GRAPH_CACHE_SIZE: input signatures kept per compiled module
   int wait_spin_us = 50;                  // STREAMPOOL_WAIT_SPIN_US: a BatchFuture wait spins this long, then sleeps

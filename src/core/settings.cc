@@ -21,6 +21,7 @@ constexpr const char* kCpuThreadsVar = "STREAMPOOL_CPU_THREADS";
 constexpr const char* kBlasThreadsVar = "STREAMPOOL_CPU_BLAS_THREADS";  // the older name
 constexpr const char* kCpuGemmVar = "STREAMPOOL_CPU_GEMM";
 constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
+constexpr const char* kGemmTuningVar = "STREAMPOOL_GEMM_TUNING";
 constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
 constexpr const char* kGraphCacheVar = "STREAMPOOL_GRAPH_CACHE_SIZE";
 constexpr const char* kWaitSpinVar = "STREAMPOOL_WAIT_SPIN_US";
@@ -60,6 +61,7 @@ Settings load() {
   if (const char* v = env(kNoCachingVar)) s.no_caching = parse_flag(kNoCachingVar, v);
   if (const char* v = env(kAllocatorLogVar)) s.allocator_log = parse_flag(kAllocatorLogVar, v);
   if (const char* v = env(kTf32Var)) s.allow_tf32 = parse_flag(kTf32Var, v);
+  if (const char* v = env(kGemmTuningVar)) s.gemm_tuning = parse_flag(kGemmTuningVar, v);
   for (const char* var : {kBlasThreadsVar, kCpuThreadsVar}) {  // the newer name wins
     const char* v = env(var);
     if (!v) continue;
@@ -245,6 +247,9 @@ std::vector<SettingReport> settings_report() {
        "library of the CPU's float32 GEMMs: onednn | openblas"},
       {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,
        "1: float32 GEMMs on CUDA may use TF32 tensor cores (default: true float32)"},
+      {kGemmTuningVar, s.gemm_tuning ? "1" : "0", env(kGemmTuningVar) != nullptr,
+       "1: a CUDA GEMM's first call times cuBLASLt's first choices for 32, 4, 1 and 0 MiB of workspace and keeps the "
+       "fastest; 0: cuBLASLt's first choice for 32 MiB, untimed"},
       {kGraphVar, to_string(s.graph), env(kGraphVar) != nullptr,
        "compiled modules: auto (capture, else eager with a warning) | always (capture or fail) | never (eager)"},
       {kGraphCacheVar, std::to_string(s.graph_cache_size), env(kGraphCacheVar) != nullptr,

@@ -55,7 +55,7 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   g.ldc = g.n;
   g.stride_c = Cout * Lout;
   // The GEMM adds the bias per output channel and applies the activation: the CPU's in the same
-  // pass, CUDA's in cuBLASLt's epilogue (Note [Row-major GEMMs]) or one pass after it.
+  // pass, CUDA's in one pass after it (GemmArgs::row_bias).
   const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   g.row_bias = bc.defined() ? bc.data_ptr() : nullptr;
   g.act = act;

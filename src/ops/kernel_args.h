@@ -24,9 +24,9 @@ struct GemmArgs {
   int ldc = 0;
   std::int64_t stride_c = 0;
   const void* bias = nullptr;
-  // A bias per row of C (m; a convolution's output channels), added before `act`. On CUDA
-  // cuBLASLt's epilogue adds it where it takes the row-major form (Note [Row-major GEMMs]), else
-  // one pass of ours after the GEMM adds it and applies `act`.
+  // A bias per row of C (m; a convolution's output channels), added before `act`: on the CPU in
+  // the GEMM's pass, on CUDA in one pass after the GEMM (cuBLASLt's epilogue has a bias per
+  // column only).
   const void* row_bias = nullptr;
   Activation act = Activation::none;
 };

@@ -209,9 +209,8 @@ TEST_P(OpsTest, Conv1dWithStrideAndPadding) {
         ref[(n * 4 + o) * lout + l] = acc;
       }
   expect_close(conv1d(x, w, b, 2, 1).to_vector<float>(), ref, 1e-5, "conv1d");
-  // With an activation after it, applied after the bias: fused into the GEMM's pass on the CPU;
-  // on CUDA relu and gelu_tanh in cuBLASLt's epilogue (the row-major form), the others in one
-  // pass after the GEMM (Note [Row-major GEMMs]).
+  // With an activation after it, applied after the bias: fused into the GEMM's pass on the CPU,
+  // in one pass after the GEMM on CUDA (GemmArgs::row_bias).
   for (Activation act : {Activation::relu, Activation::gelu, Activation::gelu_tanh, Activation::tanh}) {
     std::vector<double> want = ref;
     for (double& v : want) {

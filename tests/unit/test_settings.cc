@@ -72,6 +72,17 @@ TEST(Settings, ErrorPolicyFromEnvironment_cuda) {
   EXPECT_EQ(r.status, 0) << r.output;
 }
 
+// STREAMPOOL_GEMM_TUNING is read at first device use, on every build (a CPU-only one too).
+TEST(Settings, GemmTuningBadValueNamesTheVariable_cpu) {
+  auto r = run_helper("current cpu", "STREAMPOOL_GEMM_TUNING=yes");
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("STREAMPOOL_GEMM_TUNING='yes' is not one of: 0, 1, false, true"), std::string::npos) << r.output;
+  for (const char* ok : {"STREAMPOOL_GEMM_TUNING=0", "STREAMPOOL_GEMM_TUNING=1"}) {
+    r = run_helper("current cpu", ok);
+    EXPECT_EQ(r.status, 0) << ok << ": " << r.output;
+  }
+}
+
 TEST(Settings, CpuThreadsAndCpuGemmBadValuesNameTheVariable_cpu) {
   for (const char* var : {"STREAMPOOL_CPU_THREADS", "STREAMPOOL_CPU_BLAS_THREADS"}) {
     for (const char* v : {"0", "abc", "257", "-1"}) {

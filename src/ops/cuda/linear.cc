@@ -12,6 +12,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -20,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/exit_gate.h"
 #include "core/runtime.h"
 #include "memory/graph_arena.h"
@@ -36,6 +39,7 @@ constexpr std::size_t kWorkspace = kGemmWorkspaceBytes;
 [[noreturn]] void lt_fail(const char* call, cublasStatus_t st) {
   throw CudaError(std::string(call) + " failed: " + cublasLtGetStatusString(st), static_cast<int>(st));
 }
+#define CUDA_CHECK(expr) STREAMPOOL_CUDA_CHECK(expr, "the GEMM's algorithm timing")
 #define LT_CHECK(expr)                                  \
   do {                                                  \
     cublasStatus_t st_ = (expr);                        \
@@ -102,13 +106,13 @@ cudaDataType_t cuda_type(DType dt) {
 }
 
 struct Problem {
-  int dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, row_form;
+  int dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias;
   std::int64_t sa, sb, sc;
   int align;  // log2 of each operand's alignment (A | B << 4 | C << 8), at most 256 bytes
   bool operator==(const Problem& o) const {
-    return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, row_form, sa, sb, sc, align) ==
-           std::tie(o.dev, o.dt, o.batch, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.trans, o.epilogue, o.bias, o.row_form,
-                    o.sa, o.sb, o.sc, o.align);
+    return std::tie(dev, dt, batch, m, n, k, lda, ldb, ldc, trans, epilogue, bias, sa, sb, sc, align) ==
+           std::tie(o.dev, o.dt, o.batch, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.trans, o.epilogue, o.bias, o.sa, o.sb,
+                    o.sc, o.align);
   }
 };
 
@@ -128,7 +132,7 @@ struct ProblemHash {
     for (std::int64_t v : {std::int64_t(p.dev), std::int64_t(p.dt), std::int64_t(p.batch), std::int64_t(p.m),
                            std::int64_t(p.n), std::int64_t(p.k), std::int64_t(p.lda), std::int64_t(p.ldb),
                            std::int64_t(p.ldc), std::int64_t(p.trans), std::int64_t(p.epilogue), std::int64_t(p.bias),
-                           std::int64_t(p.row_form), p.sa, p.sb, p.sc, std::int64_t(p.align)}) {
+                           p.sa, p.sb, p.sc, std::int64_t(p.align)}) {
       h = h * 1000003u ^ std::hash<std::int64_t>{}(v);
     }
     return h;
@@ -140,22 +144,14 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
-  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-  bool unsupported = false;  // the row-major form has no algorithm: Note [Row-major GEMMs]
 };
 
 std::shared_mutex plans_mu;  // guards plans (Note [BLAS handles and workspaces])
 std::unordered_map<Problem, Plan*, ProblemHash>* plans = new std::unordered_map<Problem, Plan*, ProblemHash>;
 
-cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int batch, std::int64_t stride,
-                              bool row_major = false) {
+cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int batch, std::int64_t stride) {
   cublasLtMatrixLayout_t l = nullptr;
   LT_CHECK(cublasLtMatrixLayoutCreate(&l, t, rows, cols, ld));
-  if (row_major) {
-    const cublasLtOrder_t order = CUBLASLT_ORDER_ROW;
-    LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
-  }
   if (batch > 1) {
     LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
     LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
@@ -163,18 +159,129 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int 
   return l;
 }
 
-// Note [Row-major GEMMs]
-// Our tensors are row-major. The usual form hands cuBLASLt the transposed problem (column-major
-// C^T = op(B)^T A^T), where its bias epilogue adds a vector along our C's columns: a Linear's
-// bias. A convolution's bias runs along C's rows (one per output channel, GemmArgs::row_bias):
-// for it the problem is described as it is, in row-major layouts (CUBLASLT_ORDER_ROW), so that
-// the epilogue's vector runs along our rows and the bias and ReLU cost no launch of their own.
-// Where cuBLASLt has no algorithm for that form, the plan remembers it, and the GEMM runs in the
-// usual form followed by one pass of ours for the bias and the activation.
+// What one call multiplies: cuBLASLt's operands (Row-major C = A @ op(B) is column-major
+// C^T = op(B)^T @ A^T: cuBLASLt's "A" is our B, its "B" our A), the workspace and the stream.
+struct Operands {
+  const void* lt_a;
+  const void* lt_b;
+  void* c;
+  void* workspace;
+  cudaStream_t stream;
+};
+
+// Note [Timed GEMM algorithms]
+// cuBLASLt's heuristic ranks algorithms for the workspace it is offered, and its first choice for
+// our 32 MiB is not always the fastest. linear4096 in float16 (32 x 4096 x 4096) gets a split-K
+// algorithm: two kernels, 14.4 us back to back, 109k GEMMs/s over 8 threads. The algorithm it
+// ranks first for 1 MiB is one kernel: 10.1 us and 139k GEMMs/s (H200, CUDA 13;
+// benchmarks/gemm_threads_probe.cc). In float32 the 32 MiB choice is the fastest by 2x. So a new
+// problem's plan takes the heuristic's first choice for each of 32 MiB, 4 MiB, 1 MiB and no
+// workspace, times each distinct one back to back on the caller's stream (device events, the
+// fastest of two rounds), and keeps the fastest. The trial runs write only the GEMM's own output,
+// which the real call then writes again. Inside a stream capture nothing may be synchronized:
+// there, and with STREAMPOOL_GEMM_TUNING=0, the plan keeps the 32 MiB choice untimed.
+bool timing_allowed(cudaStream_t stream) {
+  if (!settings().gemm_tuning || gemm_workspace_override()) return false;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status == cudaStreamCaptureStatusNone;
+}
+
+// Device microseconds of one call with `algo` (the fastest of two rounds of four, after one warm-up).
+float time_algo(cublasLtHandle_t handle, const Plan& p, const cublasLtMatmulAlgo_t& algo, const Operands& ops) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  const float alpha = 1.0f, beta = 0.0f;
+  float best = -1.f;
+  try {
+    for (int round = 0; round < 3; ++round) {
+      const int calls = round == 0 ? 1 : 4;
+      CUDA_CHECK(cudaEventRecord(start, ops.stream));
+      for (int i = 0; i < calls; ++i) {
+        LT_CHECK(cublasLtMatmul(handle, p.op, &alpha, ops.lt_a, p.a, ops.lt_b, p.b, &beta, ops.c, p.c, ops.c, p.c, &algo,
+                                ops.workspace, kWorkspace, ops.stream));
+      }
+      CUDA_CHECK(cudaEventRecord(stop, ops.stream));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (round > 0 && (best < 0 || ms * 1000.f / calls < best)) best = ms * 1000.f / calls;
+    }
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
+
+// A new problem's plan: descriptors, then the algorithm (Note [Timed GEMM algorithms]).
+Plan* build_plan(const Problem& key, cublasLtHandle_t handle, cudaDataType_t t, const GemmArgs& g, const void* bias,
+                 cublasLtEpilogue_t epilogue, std::uint32_t al_a, std::uint32_t al_b, std::uint32_t al_c,
+                 const Operands& ops) {
+  const int batch = g.batch, m = g.m, n = g.n, k = g.k;
+  auto* p = new Plan;  // never destroyed: shared by every thread for the process lifetime
+  const cublasComputeType_t compute = t == CUDA_R_32F && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
+  cublasOperation_t ta = g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  // Our B, seen column-major: (k x n) when transposed (stored n x k row-major), else (n x k).
+  p->a = g.b_transposed ? layout(t, k, n, g.ldb, batch, g.stride_b) : layout(t, n, k, g.ldb, batch, g.stride_b);
+  p->b = layout(t, k, m, g.lda, batch, g.stride_a);
+  p->c = layout(t, n, m, g.ldc, batch, g.stride_c);
+  if (key.bias) {
+    // The heuristic must know a bias pointer will be set; this call's (16-byte aligned) will do.
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  }
+  // The heuristic's first choice for each workspace size, distinct ones only.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  const bool timed = timing_allowed(ops.stream);
+  for (std::size_t wsize : {kWorkspace, std::size_t(4) << 20, std::size_t(1) << 20, std::size_t(0)}) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize));
+    if (al_a < kFullAlign || al_b < kFullAlign || al_c < kFullAlign) {
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
+    install_exit_gate_again();  // its first calls build statics of cuBLASLt's: Note [Exit while threads work]
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (wsize == kWorkspace) {  // the full workspace must have an algorithm; smaller ones may not
+      if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmulAlgoGetHeuristic", st);
+      if (found == 0) throw CudaError("cuBLASLt found no algorithm for it", 0);
+    } else if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      continue;
+    }
+    const bool seen = std::any_of(candidates.begin(), candidates.end(), [&](const cublasLtMatmulAlgo_t& c) {
+      return std::memcmp(&c, &result.algo, sizeof c) == 0;
+    });
+    if (!seen) candidates.push_back(result.algo);
+    if (!timed) break;
+  }
+  p->algo = candidates.front();
+  if (timed && candidates.size() > 1) {
+    float best = -1.f;
+    for (const auto& algo : candidates) {
+      const float us = time_algo(handle, *p, algo, ops);
+      if (best < 0 || us < best) best = us, p->algo = algo;
+    }
+  }
+  return p;
+}
 
 // The plan of `key`: this thread's view of the cache, then the shared cache, else built here.
 Plan* plan_for(const Problem& key, cublasLtHandle_t handle, cudaDataType_t t, const GemmArgs& g, const void* bias,
-               cublasLtEpilogue_t epilogue, std::uint32_t al_a, std::uint32_t al_b, std::uint32_t al_c) {
+               cublasLtEpilogue_t epilogue, std::uint32_t al_a, std::uint32_t al_b, std::uint32_t al_c,
+               const Operands& ops) {
   // No shared cache line is written on the hot path: each thread keeps its own map of plans.
   thread_local std::unordered_map<Problem, Plan*, ProblemHash> tls_plans;
   if (auto mine = tls_plans.find(key); mine != tls_plans.end()) return mine->second;
@@ -185,58 +292,7 @@ Plan* plan_for(const Problem& key, cublasLtHandle_t handle, cudaDataType_t t, co
     if (it != plans->end()) plan = it->second;
   }
   if (!plan) {
-    const int batch = g.batch, m = g.m, n = g.n, k = g.k;
-    auto* p = new Plan;  // never destroyed: shared by every thread for the process lifetime
-    const cublasComputeType_t compute =
-        t == CUDA_R_32F && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
-    if (key.row_form) {
-      // As it is: cuBLASLt's A is our a (m x k), its B our b, D our c (m x n), all row-major.
-      p->ta = CUBLAS_OP_N;
-      p->tb = g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-      p->a = layout(t, m, k, g.lda, batch, g.stride_a, true);
-      p->b = g.b_transposed ? layout(t, n, k, g.ldb, batch, g.stride_b, true) : layout(t, k, n, g.ldb, batch, g.stride_b, true);
-      p->c = layout(t, m, n, g.ldc, batch, g.stride_c, true);
-    } else {
-      // Transposed: cuBLASLt's A is our b, seen column-major: (k x n) when transposed (stored
-      // n x k row-major), else (n x k); its B is our a.
-      p->ta = g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-      p->tb = CUBLAS_OP_N;
-      p->a = g.b_transposed ? layout(t, k, n, g.ldb, batch, g.stride_b) : layout(t, n, k, g.ldb, batch, g.stride_b);
-      p->b = layout(t, k, m, g.lda, batch, g.stride_a);
-      p->c = layout(t, n, m, g.ldc, batch, g.stride_c);
-    }
-    p->epilogue = epilogue;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &p->ta, sizeof p->ta));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &p->tb, sizeof p->tb));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    cublasLtMatmulPreference_t pref = nullptr;
-    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    std::size_t wsize = kWorkspace;
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize));
-    if (al_a < kFullAlign || al_b < kFullAlign || al_c < kFullAlign) {
-      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-      LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-    }
-    if (key.bias) {
-      // The heuristic must know a bias pointer will be set; any 16-byte aligned one will do.
-      LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    }
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
-    install_exit_gate_again();  // its first calls build statics of cuBLASLt's: Note [Exit while threads work]
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (key.row_form && (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0))) {
-      p->unsupported = true;
-    } else {
-      if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmulAlgoGetHeuristic", st);
-      if (found == 0) throw CudaError("cuBLASLt found no algorithm for it", 0);
-      p->algo = result.algo;
-    }
+    Plan* p = build_plan(key, handle, t, g, bias, epilogue, al_a, al_b, al_c, ops);
     std::unique_lock<std::shared_mutex> lock(plans_mu);
     auto [it, inserted] = plans->emplace(key, p);
     plan = it->second;  // a racing thread's plan is as good; ours is dropped (leaked, small)
@@ -248,11 +304,20 @@ Plan* plan_for(const Problem& key, cublasLtHandle_t handle, cudaDataType_t t, co
 void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) {
   const int batch = g.batch, m = g.m, n = g.n, k = g.k, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
   const std::int64_t stride_a = g.stride_a, stride_b = g.stride_b, stride_c = g.stride_c;
-  const void *a = g.a, *b = g.b;
+  const void *a = g.a, *b = g.b, *bias = g.bias;
   void* c = g.c;
-  const bool row_form = g.row_bias != nullptr;  // Note [Row-major GEMMs]
-  const void* bias = row_form ? g.row_bias : g.bias;
   const Activation act = g.act;
+  if (g.row_bias) {
+    // cuBLASLt's bias epilogue runs along our C's columns only (a Linear's bias): a bias per row
+    // (a convolution's, per output channel) and the activation after it take one pass of ours.
+    GemmArgs plain = g;
+    plain.row_bias = nullptr;
+    plain.bias = nullptr;
+    plain.act = Activation::none;
+    gemm_impl(device, dt, plain, stream);
+    bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, g.row_bias, act, stream, m);
+    return;
+  }
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   Activation after = act;  // what still needs a pass of our own after the GEMM
   const void* bias_after = nullptr;
@@ -276,38 +341,17 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
     after = act;
     bias_after = bias;
   }
-  if (row_form && epilogue == CUBLASLT_EPILOGUE_DEFAULT) {
-    // Nothing for the epilogue: the usual form, then our pass for whatever is left.
-    GemmArgs plain = g;
-    plain.row_bias = nullptr;
-    plain.act = Activation::none;
-    gemm_impl(device, dt, plain, stream);
-    if (after != Activation::none || bias_after) bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream, m);
-    return;
-  }
   const cudaDataType_t t = cuda_type(dt);
   Problem key{device.index, static_cast<int>(dt), batch, m, n, k, lda, ldb, ldc, g.b_transposed ? 1 : 0,
-              static_cast<int>(epilogue), bias && !bias_after ? 1 : 0, row_form ? 1 : 0, stride_a, stride_b, stride_c, 0};
-  // cuBLASLt's A and B: in the usual form our b and a (see plan_for), in the row-major form a and b.
-  const void* lt_a = row_form ? a : b;
-  const void* lt_b = row_form ? b : a;
+              static_cast<int>(epilogue), bias && !bias_after ? 1 : 0, stride_a, stride_b, stride_c, 0};
+  // cuBLASLt's A is our b, its B our a (see Operands); D is C.
   const std::int64_t es = static_cast<std::int64_t>(dtype_size(dt));
-  const std::int64_t lt_sa = row_form ? stride_a : stride_b, lt_sb = row_form ? stride_b : stride_a;
-  const std::uint32_t al_a = alignment(lt_a, batch > 1 ? lt_sa * es : 0), al_b = alignment(lt_b, batch > 1 ? lt_sb * es : 0),
+  const std::uint32_t al_a = alignment(b, batch > 1 ? stride_b * es : 0), al_b = alignment(a, batch > 1 ? stride_a * es : 0),
                       al_c = alignment(c, batch > 1 ? stride_c * es : 0);
   key.align = log2_of(al_a) | log2_of(al_b) << 4 | log2_of(al_c) << 8;
 
   ThreadLease::PerDevice& lease = tls_lease.devices[device.index];
   if (!lease.handle) lease.handle = handle_pool(device.index).get();
-  Plan* plan = plan_for(key, lease.handle, t, g, bias, epilogue, al_a, al_b, al_c);
-  if (plan->unsupported) {
-    GemmArgs plain = g;
-    plain.row_bias = nullptr;
-    plain.act = Activation::none;
-    gemm_impl(device, dt, plain, stream);
-    bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias, act, stream, m);
-    return;
-  }
   void* workspace = gemm_workspace_override();  // a capture's own (ops/gemm_workspace.h)
   if (!workspace) {
     const std::uint32_t sid = current_stream(device).id();
@@ -319,6 +363,8 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
     }
     workspace = ws->second.get();
   }
+  const Operands ops{b, a, c, workspace, static_cast<cudaStream_t>(stream)};
+  Plan* plan = plan_for(key, lease.handle, t, g, bias, epilogue, al_a, al_b, al_c, ops);
   // The bias pointer differs per call and the plan's descriptor is shared by every thread: each
   // thread keeps its own copy of a biased plan's descriptor and sets the pointer there.
   cublasLtMatmulDesc_t op = plan->op;
@@ -332,19 +378,20 @@ void gemm_impl(const Device& device, DType dt, const GemmArgs& g, void* stream) 
                                               &written));
       LT_CHECK(cublasLtMatmulDescGetAttribute(plan->op, CUBLASLT_MATMUL_DESC_SCALE_TYPE, &scale, sizeof scale, &written));
       LT_CHECK(cublasLtMatmulDescCreate(&mine, compute, scale));
-      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSA, &plan->ta, sizeof plan->ta));
-      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSB, &plan->tb, sizeof plan->tb));
-      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_EPILOGUE, &plan->epilogue, sizeof plan->epilogue));
+      cublasOperation_t ta = g.b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     }
     LT_CHECK(cublasLtMatmulDescSetAttribute(mine, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     op = mine;
   }
   const float alpha = 1.0f, beta = 0.0f;
-  cublasStatus_t st = cublasLtMatmul(lease.handle, op, &alpha, lt_a, plan->a, lt_b, plan->b, &beta, c, plan->c, c,
-                                     plan->c, &plan->algo, workspace, kWorkspace, static_cast<cudaStream_t>(stream));
+  cublasStatus_t st = cublasLtMatmul(lease.handle, op, &alpha, b, plan->a, a, plan->b, &beta, c, plan->c, c, plan->c,
+                                     &plan->algo, workspace, kWorkspace, static_cast<cudaStream_t>(stream));
   if (st != CUBLAS_STATUS_SUCCESS) lt_fail("cublasLtMatmul", st);
   if (after != Activation::none || bias_after) {
-    bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream, row_form ? m : 0);
+    bias_activation(c, dt, static_cast<std::int64_t>(batch) * m, n, bias_after, after, stream);
   }
 }
 }  // namespace
