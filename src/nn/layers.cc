@@ -1,5 +1,6 @@
 #include "streampool/nn/layers.h"
 
+#include "ops/folded_conv1d.h"
 #include "streampool/error.h"
 
 namespace streampool::nn {
@@ -40,7 +41,15 @@ Output Conv1d::forward(const Input& in) const {
 }
 
 Tensor Conv1d::forward_fused(const Tensor& x, Activation act) const {
+  if (folded_.defined()) return detail::conv1d_folded(x, folded_, in_channels, kernel_size, stride, padding, act);
   return conv1d(x, weight(), bias(), stride, padding, act);
+}
+
+void Conv1d::prepare(const Device& device) {
+  // A kernel-1 convolution without padding or stride reads its input as its column matrix:
+  // folding would add a copy for the pass it saves (Note [Folded convolution bias]).
+  const bool direct = kernel_size == 1 && stride == 1 && padding == 0;
+  if (device.kind == DeviceKind::cuda && bias_ >= 0 && !direct) folded_ = detail::fold_conv1d_bias(weight(), bias());
 }
 
 Output ActivationLayer::forward(const Input& in) const {

@@ -56,6 +56,11 @@ std::vector<std::pair<std::string, Shape>> Module::parameters() const {
   return out;
 }
 
+void Module::prepare_tree(Module& m, const Device& device) {
+  for (auto& [prefix, child] : m.children_) prepare_tree(*child, device);
+  m.prepare(device);
+}
+
 void Module::load_state_dict(const StateDict& state, const Device& device, DType dtype,
                              const std::vector<std::string>& ignore) {
   if (!is_floating(dtype)) throw InvalidArgument("load_state_dict: dtype must be float32, float16 or bfloat16");
@@ -102,9 +107,15 @@ void Module::load_state_dict(const StateDict& state, const Device& device, DType
   // Convert everything first, then swap in: a failure leaves the module as it was.
   std::vector<Tensor> converted;
   for (const auto& [name, p] : ps) converted.push_back(state.at(name).to(device).to(dtype).contiguous());
+  for (std::size_t i = 0; i < ps.size(); ++i) ps[i].second->value = std::move(converted[i]);
+  try {
+    prepare_tree(*this, device);
+  } catch (...) {
+    for (auto& [name, p] : ps) p->value = Tensor();
+    throw;
+  }
   // Every stream may read the weights from now on: wait for the copies (Note [Stream-ordered reuse]).
   current_stream(device).synchronize();
-  for (std::size_t i = 0; i < ps.size(); ++i) ps[i].second->value = std::move(converted[i]);
   loaded_ = true;
   device_ = device;
   dtype_ = dtype;

@@ -56,6 +56,9 @@ struct AttentionArgs {
 
 struct Im2colArgs {
   int batch = 0, cin = 0, len = 0, kernel = 0, stride = 1, padding = 0, lout = 0;
+  // Rows per sample of the column matrix: 0 means cin * kernel. More (a folded bias, Note
+  // [Folded convolution bias]): row cin * kernel is ones, the rows after it zeros.
+  int rows = 0;
 };
 
 }  // namespace streampool::detail

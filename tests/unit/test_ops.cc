@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 
+#include "ops/folded_conv1d.h"
 #include "streampool/nn/layers.h"
 
 #include "streampool/ops.h"
@@ -229,6 +230,51 @@ TEST_P(OpsTest, Conv1dWithStrideAndPadding) {
     return v;
   }(), 1e-5, "conv1d without bias + relu");
   EXPECT_THROW(conv1d(x, randn({4, 2, 3}, DType::float32, device, 1)), InvalidArgument);
+}
+
+// Note [Folded convolution bias]: the bias folded into the weight as one more input column gives
+// the unfolded convolution's result, with stride and padding, batches (each sample's ones row in
+// its own place), every activation, and channel counts whose rows need zero padding to 8; on
+// CUDA the Conv1d module runs folded, and equals the op.
+TEST_P(OpsTest, FoldedConvolutionBiasEqualsTheUnfolded) {
+  struct Case {
+    int b, cin, len, cout, k, stride, padding;
+  };
+  for (const Case c : {Case{2, 3, 11, 4, 3, 2, 1}, Case{3, 5, 16, 6, 5, 1, 2}, Case{1, 8, 9, 8, 1, 1, 0}}) {
+    Tensor x = randn({c.b, c.cin, c.len}, DType::float32, device, 31), w = randn({c.cout, c.cin, c.k}, DType::float32, device, 32),
+           bias = randn({c.cout}, DType::float32, device, 33);
+    Tensor folded = detail::fold_conv1d_bias(w, bias);
+    ASSERT_EQ(folded.size(0), c.cout);
+    EXPECT_EQ(folded.size(1) % 8, 0);
+    EXPECT_GT(folded.size(1), c.cin * c.k);
+    const std::vector<float> fv = folded.to_vector<float>(), bv = bias.to_vector<float>();
+    for (int o = 0; o < c.cout; ++o) EXPECT_EQ(fv[o * folded.size(1) + c.cin * c.k], bv[o]) << "the bias column";
+    for (Activation act : {Activation::none, Activation::relu, Activation::gelu, Activation::gelu_tanh}) {
+      const std::vector<float> want = conv1d(x, w, bias, c.stride, c.padding, act).to_vector<float>();
+      const std::vector<float> got =
+          detail::conv1d_folded(x, folded, c.cin, c.k, c.stride, c.padding, act).to_vector<float>();
+      ASSERT_EQ(got.size(), want.size());
+      for (std::size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
+    }
+  }
+  EXPECT_THROW(detail::conv1d_folded(randn({1, 4, 9}, DType::float32, device, 1),
+                                     detail::fold_conv1d_bias(randn({2, 3, 3}, DType::float32, device, 2),
+                                                              randn({2}, DType::float32, device, 3)),
+                                     3, 3, 1, 1, Activation::none),
+               InvalidArgument);
+  // The module: folded on CUDA, as loaded; its result equals the op's.
+  auto conv = nn::make_module("sequential", R"({"layers": [{"kind": "conv1d", "in_channels": 6, "out_channels": 10,
+      "kernel_size": 5, "padding": 2}, {"kind": "relu"}]})");
+  nn::StateDict sd;
+  sd["0.weight"] = randn({10, 6, 5}, DType::float32, Device(DeviceKind::cpu), 40);
+  sd["0.bias"] = randn({10}, DType::float32, Device(DeviceKind::cpu), 41);
+  conv->load_state_dict(sd, device);
+  Tensor x = randn({2, 6, 20}, DType::float32, device, 42);
+  const std::vector<float> want =
+      conv1d(x, sd["0.weight"].to(device), sd["0.bias"].to(device), 1, 2, Activation::relu).to_vector<float>();
+  const std::vector<float> got = conv->forward(nn::Input(x)).y.to_vector<float>();
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
 }
 
 TEST_P(OpsTest, HalfPrecisionAccumulatesInFloat) {

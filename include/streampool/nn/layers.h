@@ -54,8 +54,14 @@ class Conv1d : public Module {
   const std::int64_t in_channels, out_channels, kernel_size;
   const int stride, padding;
 
+ protected:
+  void prepare(const Device& device) override;
+
  private:
   int weight_, bias_;
+  // On CUDA the weight with the bias folded in (Note [Folded convolution bias]); else undefined.
+  // Written by load_state_dict (prepare), read-only after, as the parameters are.
+  Tensor folded_;
 };
 
 // GELU (erf or tanh), ReLU, SiLU, Tanh: no parameters.

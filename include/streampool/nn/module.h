@@ -92,6 +92,11 @@ class Module {
   // throws InvalidArgument naming the module before loading.
   const Tensor& param(int handle) const;
 
+  // Called by load_state_dict on every module of the tree, children first, once the parameters
+  // are set and before it returns (a throw leaves the module unloaded): builds read-only data
+  // derived from them (Conv1d's folded weight on CUDA). Written then, never after.
+  virtual void prepare(const Device& device) { (void)device; }
+
   // Which Input fields beyond x this module takes; the others must be undefined.
   enum Takes : unsigned { takes_x = 0, takes_key_padding_mask = 1, takes_bert_fields = 2 };
   void check_input(const Input& in, unsigned takes) const;
@@ -106,6 +111,7 @@ class Module {
   };
   template <typename Self, typename F>
   static void walk(Self& self, const std::string& prefix, F&& f);
+  static void prepare_tree(Module& m, const Device& device);
 
   const char* name_;
   std::vector<Param> params_;
