@@ -25,7 +25,7 @@ done
 # The bare reproduction too (no streampool in it), compiled here with nvcc.
 BARE_OUT=build/default/tests/bare scripts/cuda_bare_thread_race.sh --compile-only >/dev/null
 files=(build/default/libstreampool.so* build/default/tools/streampool build/default/tests/streampool_*_tests
-       build/default/tests/streampool_test_helper build/default/tests/tsan_stress build/default/tests/bare/cuda_bare_thread_race build/default/benchmarks/streampool_kernel_bench build/default/benchmarks/streampool_encoder_ops_bench build/default/benchmarks/streampool_gemm_probe
+       build/default/tests/streampool_test_helper build/default/tests/tsan_stress build/default/tests/bare/cuda_bare_thread_race build/default/benchmarks/streampool_kernel_bench build/default/benchmarks/streampool_encoder_ops_bench build/default/benchmarks/streampool_gemm_probe build/default/benchmarks/streampool_direct_overhead
        build/default/include build/default/tests/streampool_server_tests)
 tar cJf .device/bundle.tar.xz "${files[@]}" -C .device/stage .device/lib
 du -h .device/bundle.tar.xz

@@ -36,6 +36,7 @@ struct Result {
   std::size_t reqs = 0;
   double rps = 0, p50 = 0, p99 = 0, max_err = 0, efficiency = -1;
   std::int64_t graph_captures = -1, graph_eager = -1;  // graph mode: the compiled module's counters so far
+  std::int64_t check_every = 1;  // direct, graph: every Nth timed request checked; 0 only the warm-up ones
   std::int64_t launches = -1;  // CUDA: launches per request, counted (bench.cc count_launches); -1 not known
   double launch_ceiling = 0;   // --launch-ceiling, launches/s; 0 unknown
   double dev_peak_mb = 0, host_peak_mb = 0, dev_growth_mb = 0, host_growth_mb = 0;

@@ -248,7 +248,7 @@ std::vector<SettingReport> settings_report() {
       {kTf32Var, s.allow_tf32 ? "1" : "0", env(kTf32Var) != nullptr,
        "1: float32 GEMMs on CUDA may use TF32 tensor cores (default: true float32)"},
       {kGemmTuningVar, s.gemm_tuning ? "1" : "0", env(kGemmTuningVar) != nullptr,
-       "1: a CUDA GEMM's first call times cuBLASLt's first choices for 32, 4, 1 and 0 MiB of workspace and keeps the "
+       "1: a half-precision CUDA GEMM's first call times cuBLASLt's first choices for 32, 4, 1 and 0 MiB of workspace and keeps the "
        "fastest; 0: cuBLASLt's first choice for 32 MiB, untimed"},
       {kGraphVar, to_string(s.graph), env(kGraphVar) != nullptr,
        "compiled modules: auto (capture, else eager with a warning) | always (capture or fail) | never (eager)"},

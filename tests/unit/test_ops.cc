@@ -277,6 +277,37 @@ TEST_P(OpsTest, FoldedConvolutionBiasEqualsTheUnfolded) {
   for (std::size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::fabs(want[i]))) << i;
 }
 
+// The bench's per-request check: the largest difference wherever it sits (the vector part or
+// the tail of the CUDA kernel, aligned or a view one element in), kept across calls, and NaN as
+// infinity.
+TEST_P(OpsTest, AccumulateMaxAbsDiffFindsTheLargestDifferenceAndNaN) {
+  for (DType dt : {DType::float32, DType::float16}) {
+    for (std::int64_t n : {1, 7, 1000, 131075}) {
+      for (std::int64_t offset : {0, 1}) {
+        for (std::int64_t at : {std::int64_t(0), n / 2, n - 1}) {
+          std::vector<float> av(n + offset), bv(n + offset);
+          for (std::int64_t i = 0; i < n + offset; ++i) av[i] = bv[i] = static_cast<float>((i * 37) % 101) / 64.0f;
+          bv[offset + at] += 0.75f;  // exact in float16 too
+          if (at != n - 1) bv[offset + n - 1] += 0.25f;
+          Tensor a = from_vector(av, {n + offset}, device).to(dt).slice(0, offset, n + offset);
+          Tensor b = from_vector(bv, {n + offset}, device).to(dt).slice(0, offset, n + offset);
+          Tensor acc = zeros({1}, DType::float32, device);
+          accumulate_max_abs_diff(acc, a, b);
+          const float got = acc.to_vector<float>()[0];
+          EXPECT_NEAR(got, 0.75f, 2e-3) << dtype_name(dt) << " n " << n << " offset " << offset << " at " << at;
+          accumulate_max_abs_diff(acc, a, a);
+          EXPECT_EQ(acc.to_vector<float>()[0], got) << "a later smaller difference keeps the maximum";
+        }
+      }
+    }
+    std::vector<float> nan_at_end(4100, 1.0f);
+    nan_at_end.back() = std::numeric_limits<float>::quiet_NaN();
+    Tensor acc = zeros({1}, DType::float32, device);
+    accumulate_max_abs_diff(acc, from_vector(nan_at_end, {4100}, device).to(dt), full({4100}, 1.0, dt, device));
+    EXPECT_TRUE(std::isinf(acc.to_vector<float>()[0])) << "NaN counts as an infinite difference";
+  }
+}
+
 TEST_P(OpsTest, HalfPrecisionAccumulatesInFloat) {
   // 4096 products of ones: a float16 accumulator would stall at 2048.
   Tensor a = full({1, 4096}, 1.0, DType::float16, device), w = full({1, 4096}, 1.0, DType::float16, device);

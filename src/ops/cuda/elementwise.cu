@@ -99,15 +99,31 @@ __global__ void bias_act_kernel(T* __restrict__ y, std::int64_t rows, std::int64
   }
 }
 
-template <typename T>
+// kVec: a and b 16-byte aligned, read 16 bytes at a time (then the tail one by one).
+template <typename T, bool kVec>
 __global__ void max_abs_diff_kernel(float* acc, const T* __restrict__ a, const T* __restrict__ b, std::int64_t n) {
   __shared__ float scratch[32];
   float m = 0.f;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    const float d = fabsf(to_f(a[i]) - to_f(b[i]));
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  auto take = [&m](float x, float y) {
+    const float d = fabsf(x - y);
     m = isnan(d) ? INFINITY : fmaxf(m, d);
+  };
+  std::int64_t done = 0;
+  if constexpr (kVec) {
+    constexpr int kPer = 16 / sizeof(T);
+    const std::int64_t vectors = n / kPer;
+    for (std::int64_t i = first; i < vectors; i += stride) {
+      const uint4 va = reinterpret_cast<const uint4*>(a)[i], vb = reinterpret_cast<const uint4*>(b)[i];
+      const T* ea = reinterpret_cast<const T*>(&va);
+      const T* eb = reinterpret_cast<const T*>(&vb);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) take(to_f(ea[j]), to_f(eb[j]));
+    }
+    done = vectors * kPer;
   }
+  for (std::int64_t i = done + first; i < n; i += stride) take(to_f(a[i]), to_f(b[i]));
   m = block_reduce<true>(m, scratch);
   // Non-negative floats order like their bit patterns, so an integer max is a float max.
   if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(acc), __float_as_int(m));
@@ -178,11 +194,17 @@ void max_abs_diff(float* acc, const void* a, const void* b, DType dt, std::int64
   dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     // A check beside the work it checks (the bench runs one per request, beside other streams'
-    // requests): at least 16 elements per thread, so that it holds few multiprocessors, briefly.
-    const unsigned blocks = std::min(static_cast<unsigned>((n + 256 * 16 - 1) / (256 * 16)),
-                                     static_cast<unsigned>(2 * sm_count()));
-    max_abs_diff_kernel<T><<<std::max(blocks, 1u), 256, 0, cs(stream)>>>(acc, static_cast<const T*>(a),
-                                                                        static_cast<const T*>(b), n);
+    // requests): at least 64 elements per thread, 16 bytes per load, so that it needs few
+    // multiprocessors to start and holds them briefly.
+    const unsigned blocks = std::max(1u, std::min(static_cast<unsigned>((n + 256 * 64 - 1) / (256 * 64)),
+                                                  static_cast<unsigned>(2 * sm_count())));
+    const T* ta = static_cast<const T*>(a);
+    const T* tb = static_cast<const T*>(b);
+    if (aligned16(a) && aligned16(b)) {
+      max_abs_diff_kernel<T, true><<<blocks, 256, 0, cs(stream)>>>(acc, ta, tb, n);
+    } else {
+      max_abs_diff_kernel<T, false><<<blocks, 256, 0, cs(stream)>>>(acc, ta, tb, n);
+    }
   });
   check("max_abs_diff", dt, [&] { return std::to_string(n) + " elements"; });
 }
