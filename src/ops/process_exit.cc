@@ -5,8 +5,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
 #include "backend/cuda/exit_gate.h"
 #include "ops/cpu/blas.h"
+#include "ops/exit_drain.h"
 
 namespace streampool {
 namespace {
@@ -35,9 +40,25 @@ __attribute__((constructor)) void arm_main_thread() {
   if (static_cast<long>(getpid()) == static_cast<long>(syscall(SYS_gettid))) tls_main_exit.armed = true;
 }
 
+std::mutex drains_mu;  // guards drains
+std::vector<void (*)()>* drains = new std::vector<void (*)()>;  // Note [Process lifetime]
+
 }  // namespace
 
+namespace detail {
+void add_exit_drain(void (*drain)()) {
+  std::lock_guard<std::mutex> lock(drains_mu);
+  if (std::find(drains->begin(), drains->end(), drain) == drains->end()) drains->push_back(drain);
+}
+}  // namespace detail
+
 void begin_exit() {
+  std::vector<void (*)()> pending;
+  {
+    std::lock_guard<std::mutex> lock(drains_mu);
+    pending = *drains;
+  }
+  for (auto drain : pending) drain();  // before the gates: what they finish may still use CUDA
   detail::close_exit_gate();
   detail::cpu::close_onednn();
 }

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <list>
 #include <mutex>
 #include <sstream>
@@ -11,6 +12,7 @@
 
 #include "core/fork_guard.h"
 #include "core/runtime.h"
+#include "ops/exit_drain.h"
 #include "serve/batch_assembly.h"
 #include "serve/metrics.h"
 #include "serve/request_state.h"
@@ -1033,6 +1035,59 @@ void BatchQueue::Core::close() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Note [Queues at exit]
+// begin_exit (process_exit.h) - run by the main thread's exit sentinel before any atexit
+// handler, by Python at interpreter exit, or by the caller - closes the CUDA gate, after which
+// other threads' CUDA calls fail. A queue still open then (a static one is destroyed only after
+// the atexit handlers) would fail every request it had accepted: on an H200 a static queue with
+// 400 requests in hand lost them on every exit. So begin_exit first closes every live queue:
+// it stops accepting, and its workers finish what it had accepted while CUDA still serves them.
+// At most two seconds in all, so that a worker held up (a caller's callback that never
+// returns) cannot hang the exit: the closing runs on a thread of its own, and what it has not
+// finished by then fails as before. Not in a forked child: the parent's workers are not there.
+
+namespace {
+
+std::mutex live_mu;  // guards live
+auto* live = new std::vector<std::weak_ptr<BatchQueue::Core>>;  // Note [Process lifetime]
+
+void drain_live_queues() {
+  if (detail::g_in_forked_child.load(std::memory_order_relaxed)) return;
+  auto cores = std::make_shared<std::vector<std::shared_ptr<BatchQueue::Core>>>();
+  {
+    std::lock_guard<std::mutex> lock(live_mu);
+    for (const auto& w : *live) {
+      if (auto c = w.lock(); c && !c->closed_flag.load()) cores->push_back(std::move(c));
+    }
+  }
+  if (cores->empty()) return;
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> finished = done->get_future();
+  try {
+    std::thread([cores, done] {
+      for (auto& c : *cores) {
+        try {
+          c->close();
+        } catch (...) {
+        }
+      }
+      cores->clear();
+      done->set_value();
+    }).detach();
+  } catch (...) {
+    return;  // no thread to be had: the queues fail what is left, as before
+  }
+  finished.wait_for(std::chrono::seconds(2));
+}
+
+void register_live(const std::shared_ptr<BatchQueue::Core>& core) {
+  std::lock_guard<std::mutex> lock(live_mu);
+  live->erase(std::remove_if(live->begin(), live->end(), [](const auto& w) { return w.expired(); }), live->end());
+  live->push_back(core);
+  detail::add_exit_drain(drain_live_queues);
+}
+
+}  // namespace
 
 namespace {
 
@@ -1108,6 +1163,7 @@ BatchQueue::BatchQueue(std::vector<Replica> replicas, const BatchOptions& option
     if (std::find(c.devices.begin(), c.devices.end(), m.device()) == c.devices.end()) c.devices.push_back(m.device());
   }
   c.start();
+  register_live(core_);  // Note [Queues at exit]
 }
 
 BatchQueue::~BatchQueue() {

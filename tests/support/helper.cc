@@ -312,6 +312,34 @@ int queue_exit_static() {
   return 0;
 }
 
+// begin_exit closes every live queue and lets it finish what it had accepted first (Note [Queues
+// at exit]): requests still waiting for company (max_delay) have run when it returns, while
+// CUDA serves the workers, and the queue refuses new ones.
+int begin_exit_drains_queue() {
+  BatchOptions o;
+  o.max_batch_size = 64;
+  o.max_delay = std::chrono::milliseconds(800);
+  BatchQueue q(small_mlp(), o);
+  Tensor x = randn({1, 64}, DType::float32, Device(DeviceKind::cpu), 910);
+  current_stream(Device(DeviceKind::cpu)).synchronize();
+  std::vector<BatchFuture> fs;
+  for (int i = 0; i < 20; ++i) fs.push_back(q.submit(x));
+  begin_exit();
+  for (auto& f : fs) {
+    if (f.status() != RequestStatus::done) {
+      std::fprintf(stderr, "helper: after begin_exit a request is %s\n", to_string(f.status()));
+      return 3;
+    }
+  }
+  try {
+    (void)q.submit(x);
+    std::fprintf(stderr, "helper: the queue took a request after begin_exit\n");
+    return 4;
+  } catch (const QueueClosedError&) {
+  }
+  return 0;
+}
+
 int exhaust() {
   // Run with STREAMPOOL_STREAMS_PER_DEVICE=2 STREAMPOOL_POOL_EXHAUSTED=error: one pool stream.
   std::atomic<bool> holding{false}, done{false};
@@ -387,6 +415,7 @@ int main(int argc, char** argv) {
     if (scenario == "begin_exit") return begin_exit_scenario();
     if (scenario == "queue_exit_live") return queue_exit_live();
     if (scenario == "queue_exit_static") return queue_exit_static();
+    if (scenario == "begin_exit_drains_queue") return begin_exit_drains_queue();
     if (scenario == "nocache") {
       // STREAMPOOL_NO_CACHING=1: every allocation reaches the device, and memory goes back.
       for (int i = 0; i < 20; ++i) {

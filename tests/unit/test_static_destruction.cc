@@ -59,5 +59,7 @@ TEST_P(StaticDestructionTest, BeginExitRefusesOtherThreadsAndServesTheCaller) { 
 // waiting in a static queue whose destructor must drain them during exit.
 TEST_P(StaticDestructionTest, ReturnWhileBatchQueueServes) { run_n("queue_exit_live", gemm_runs() / 4); }
 TEST_P(StaticDestructionTest, StaticBatchQueueDrainsAtExit) { run_n("queue_exit_static", gemm_runs() / 4); }
+// Note [Queues at exit]: begin_exit runs what live queues accepted before it closes the gates.
+TEST_P(StaticDestructionTest, BeginExitDrainsLiveQueuesFirst) { run_n("begin_exit_drains_queue", 3); }
 
 INSTANTIATE_TEST_SUITE_P(Devices, StaticDestructionTest, STREAMPOOL_DEVICES, test::param_name);
