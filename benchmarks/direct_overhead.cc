@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bench_device.h"
+#include "threads_window.h"
 #include "streampool/streampool.h"
 
 using namespace streampool;
@@ -64,18 +65,11 @@ int main(int argc, char** argv) {
         });
       }
       while (ready.load() < t) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      go = true;
-      const auto t0 = std::chrono::steady_clock::now();
-      std::this_thread::sleep_for(std::chrono::duration<double>(dur));
-      stop = true;
-      for (auto& th : pool) th.join();
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      long total = 0;
-      for (long c : counts) total += c;
+      const double rps = run_window(pool, go, stop, counts, dur);
       std::printf("{\"probe\": \"direct_overhead\", \"variant\": \"%s\", \"dtype\": \"%s\", \"m\": %lld, \"n\": %lld, "
                   "\"k\": %lld, \"threads\": %d, \"rps\": %.0f}\n",
                   variant, std::string(dtype_name(dt)).c_str(), static_cast<long long>(m), static_cast<long long>(n),
-                  static_cast<long long>(k), t, total / secs);
+                  static_cast<long long>(k), t, rps);
       std::fflush(stdout);
     }
   }

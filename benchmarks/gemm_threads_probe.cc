@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "threads_window.h"
+
 namespace {
 
 void check(cudaError_t e, const char* what) {
@@ -125,15 +127,7 @@ double throughput(const Gemm& g, const Candidate& cand, Buffers& buf, int thread
       counts[t] = n;
     });
   }
-  go = true;
-  const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(dur));
-  stop = true;
-  for (auto& th : pool) th.join();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  long total = 0;
-  for (long c : counts) total += c;
-  return total / secs;
+  return run_window(pool, go, stop, counts, dur);
 }
 
 // Median device time of one GEMM alone (events around 50 back-to-back calls, 5 repeats).

@@ -6,7 +6,10 @@
 STREAMPOOL_API_BEGIN
 namespace streampool {
 
-// Closes the exit gates now, on the calling thread: from then on a CUDA call started by any
+// First closes every live BatchQueue and waits (at most two seconds in all) for it to finish
+// the requests it had accepted, while CUDA still serves its workers (Note [Queues at exit]);
+// its submit() then throws QueueClosedError. Then closes the exit gates, on the calling
+// thread: from then on a CUDA call started by any
 // other thread raises Error, and this waits (at most two seconds) until no other thread is
 // inside one; CPU GEMMs move from oneDNN to OpenBLAS, and this waits until none is inside
 // oneDNN. The calling thread's own CUDA work, and all CPU work, go on being served.
