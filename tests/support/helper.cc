@@ -258,9 +258,11 @@ std::shared_ptr<nn::Module> small_mlp() {
 
 // Return from main while a live BatchQueue serves six client threads (issue "BatchQueue":
 // process exit with a live queue is safe). The queue is never destroyed: the clients use it
-// while the process exits.
+// while the process exits, until begin_exit closes it (Note [Queues at exit]) and they end. A
+// global holds it, so that it stays reachable once they have (LeakSanitizer).
+BatchQueue* volatile g_live_queue = nullptr;  // volatile: a store the compiler must keep
 int queue_exit_live() {
-  auto* q = new BatchQueue(small_mlp(), [] {
+  auto* q = g_live_queue = new BatchQueue(small_mlp(), [] {
     BatchOptions o;
     o.max_batch_size = 16;
     o.num_workers = 2;
