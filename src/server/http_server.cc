@@ -173,7 +173,17 @@ class Session : public std::enable_shared_from_this<Session> {
             "application/json", 11, false);
       return;
     }
+    // Counted in flight first, then the stopping flag read (both sequentially consistent):
+    // drain(), which runs after stop_accepting() set the flag, either waits for this request or
+    // the request is refused here - never received after drain() returned, when stop() would
+    // leave it unanswered (seen under ThreadSanitizer: 233 received, 230 answered). A request
+    // on a keep-alive connection after SIGTERM closes the connection without a response, as a
+    // server closing an idle connection does.
     srv_.in_flight.fetch_add(1);
+    if (srv_.stopping.load()) {
+      srv_.request_done();
+      return close();
+    }
     srv_.received.fetch_add(1);
     counted_ = true;
     req_ = parser_->release();
