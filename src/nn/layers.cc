@@ -41,8 +41,9 @@ Output Conv1d::forward(const Input& in) const {
 }
 
 Tensor Conv1d::forward_fused(const Tensor& x, Activation act) const {
+  const Tensor& w = weight();  // throws unless loaded (a load that failed in prepare may leave folded_)
   if (folded_.defined()) return detail::conv1d_folded(x, folded_, in_channels, kernel_size, stride, padding, act);
-  return conv1d(x, weight(), bias(), stride, padding, act);
+  return conv1d(x, w, bias(), stride, padding, act);
 }
 
 void Conv1d::prepare(const Device& device) {

@@ -86,7 +86,6 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   check_dim(op, weight, "weight", 3);
   const std::int64_t Cin = x.size(1), Cout = weight.size(0), K = weight.size(2);
   if (weight.size(1) != Cin) op_error(op, "input channels do not match the weight", {&x, &weight});
-  if (stride < 1 || padding < 0) op_error(op, "stride must be >= 1 and padding >= 0", {&x});
   if (bias.defined()) {
     check_like(op, x, bias, "bias");
     if (bias.dim() != 1 || bias.size(0) != Cout) op_error(op, "bias must be (out_channels,)", {&weight, &bias});
