@@ -191,30 +191,32 @@ bool timing_allowed(cudaDataType_t t, cudaStream_t stream) {
 
 // Device microseconds of one call with `algo` (the fastest of two rounds of four, after one warm-up).
 float time_algo(cublasLtHandle_t handle, const Plan& p, const cublasLtMatmulAlgo_t& algo, const Operands& ops) {
-  struct Events {  // destroyed on every way out
-    cudaEvent_t start = nullptr, stop = nullptr;
-    ~Events() {
-      if (start) cudaEventDestroy(start);
-      if (stop) cudaEventDestroy(stop);
-    }
-  } ev;
-  CUDA_CHECK(cudaEventCreate(&ev.start));
-  CUDA_CHECK(cudaEventCreate(&ev.stop));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
   const float alpha = 1.0f, beta = 0.0f;
   float best = -1.f;
-  for (int round = 0; round < 3; ++round) {
-    const int calls = round == 0 ? 1 : 4;
-    CUDA_CHECK(cudaEventRecord(ev.start, ops.stream));
-    for (int i = 0; i < calls; ++i) {
-      LT_CHECK(cublasLtMatmul(handle, p.op, &alpha, ops.lt_a, p.a, ops.lt_b, p.b, &beta, ops.c, p.c, ops.c, p.c, &algo,
-                              ops.workspace, kWorkspace, ops.stream));
+  try {
+    for (int round = 0; round < 3; ++round) {
+      const int calls = round == 0 ? 1 : 4;
+      CUDA_CHECK(cudaEventRecord(start, ops.stream));
+      for (int i = 0; i < calls; ++i) {
+        LT_CHECK(cublasLtMatmul(handle, p.op, &alpha, ops.lt_a, p.a, ops.lt_b, p.b, &beta, ops.c, p.c, ops.c, p.c, &algo,
+                                ops.workspace, kWorkspace, ops.stream));
+      }
+      CUDA_CHECK(cudaEventRecord(stop, ops.stream));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (round > 0 && (best < 0 || ms * 1000.f / calls < best)) best = ms * 1000.f / calls;
     }
-    CUDA_CHECK(cudaEventRecord(ev.stop, ops.stream));
-    CUDA_CHECK(cudaEventSynchronize(ev.stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, ev.start, ev.stop));
-    if (round > 0 && (best < 0 || ms * 1000.f / calls < best)) best = ms * 1000.f / calls;
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
   }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
   return best;
 }
 
