@@ -39,7 +39,6 @@ struct Settings {
   bool gemm_tuning = true;                // STREAMPOOL_GEMM_TUNING=0: CUDA GEMMs keep cuBLASLt's first choice, untimed
   GraphMode graph = GraphMode::automatic; // STREAMPOOL_GRAPH: auto | always | never
   int graph_cache_size = 64;              // STREAMPOOL_GRAPH_CACHE_SIZE: input signatures kept per compiled module
-  bool graph_indirect_io = true;          // STREAMPOOL_GRAPH_INDIRECT_IO=0: CUDA replays set memcpy nodes instead
   int wait_spin_us = 50;                  // STREAMPOOL_WAIT_SPIN_US: a BatchFuture wait spins this long, then sleeps
 };
 

@@ -24,7 +24,6 @@ constexpr const char* kTf32Var = "STREAMPOOL_ALLOW_TF32";
 constexpr const char* kGemmTuningVar = "STREAMPOOL_GEMM_TUNING";
 constexpr const char* kGraphVar = "STREAMPOOL_GRAPH";
 constexpr const char* kGraphCacheVar = "STREAMPOOL_GRAPH_CACHE_SIZE";
-constexpr const char* kGraphIndirectVar = "STREAMPOOL_GRAPH_INDIRECT_IO";
 constexpr const char* kWaitSpinVar = "STREAMPOOL_WAIT_SPIN_US";
 
 bool parse_flag(const char* var, const char* v) {
@@ -77,7 +76,6 @@ Settings load() {
 #endif
   if (const char* v = env(kCpuGemmVar)) s.cpu_gemm = parse_cpu_gemm(v);
   if (const char* v = env(kGraphVar)) s.graph = parse_graph_mode(v);
-  if (const char* v = env(kGraphIndirectVar)) s.graph_indirect_io = parse_flag(kGraphIndirectVar, v);
   if (const char* v = env(kGraphCacheVar)) {
     long long n = 0;
     if (!parse_int(v, 1, 1 << 20, n)) {
@@ -256,9 +254,6 @@ std::vector<SettingReport> settings_report() {
        "compiled modules: auto (capture, else eager with a warning) | always (capture or fail) | never (eager)"},
       {kGraphCacheVar, std::to_string(s.graph_cache_size), env(kGraphCacheVar) != nullptr,
        "input signatures a compiled module keeps graphs for (least recently used evicted)"},
-      {kGraphIndirectVar, s.graph_indirect_io ? "1" : "0", env(kGraphIndirectVar) != nullptr,
-       "1: a CUDA graph replay writes the caller's pointers into page-locked memory its copy kernels read, one CUDA call per "
-       "replay; 0: it sets memcpy nodes' pointers first (three CUDA calls)"},
       {kWaitSpinVar, std::to_string(s.wait_spin_us), env(kWaitSpinVar) != nullptr,
        "microseconds a BatchFuture wait and a BatchQueue worker spin before they sleep (0: sleep at once)"},
   };

@@ -83,17 +83,6 @@ TEST(Settings, GemmTuningBadValueNamesTheVariable_cpu) {
   }
 }
 
-TEST(Settings, GraphIndirectIoBadValueNamesTheVariable_cpu) {
-  auto r = run_helper("current cpu", "STREAMPOOL_GRAPH_INDIRECT_IO=fast");
-  EXPECT_EQ(r.status, 3) << r.output;
-  EXPECT_NE(r.output.find("STREAMPOOL_GRAPH_INDIRECT_IO='fast' is not one of: 0, 1, false, true"), std::string::npos)
-      << r.output;
-  for (const char* ok : {"STREAMPOOL_GRAPH_INDIRECT_IO=0", "STREAMPOOL_GRAPH_INDIRECT_IO=1"}) {
-    r = run_helper("current cpu", ok);
-    EXPECT_EQ(r.status, 0) << ok << ": " << r.output;
-  }
-}
-
 TEST(Settings, CpuThreadsAndCpuGemmBadValuesNameTheVariable_cpu) {
   for (const char* var : {"STREAMPOOL_CPU_THREADS", "STREAMPOOL_CPU_BLAS_THREADS"}) {
     for (const char* v : {"0", "abc", "257", "-1"}) {
