@@ -130,6 +130,15 @@ std::shared_ptr<Probe> probe(const Device& d) {
   return p;
 }
 
+// A replica of the Probe whose device has failed (an injected fault): every batch it takes
+// throws DeviceError.
+class Faulty : public Probe {
+ public:
+  nn::Output forward(const nn::Input& in) const override {
+    throw DeviceError("Faulty: injected fault on its device (batch of " + std::to_string(in.x.size(0)) + " rows)");
+  }
+};
+
 // A (1, 4) host row whose first element is `id`.
 Tensor row(float id) { return from_vector(std::vector<float>{id, 1, 2, 3}, {1, 4}, kHost); }
 
@@ -779,6 +788,54 @@ TEST_P(BatchQueueTest, CpuAndCudaWorkersInOneQueue) {
   ASSERT_EQ(per.size(), 2u);
   EXPECT_GT(per[0], 0u) << "the CPU worker served nothing";
   EXPECT_GT(per[1], 0u) << "the CUDA worker served nothing";
+}
+
+// Issue "Several GPUs", on one device: a queue of two replicas, one of them faulty. Every
+// request either gets its own right result from the healthy replica or fails with the faulty
+// replica's DeviceError, never anything else; both replicas take batches, and the queue goes on
+// serving from the healthy one. (The two-GPU form needs a machine with two GPUs.)
+TEST_P(BatchQueueTest, AFaultyReplicaFailsOnlyItsOwnBatches) {
+  auto healthy = probe(device);
+  auto faulty = std::make_shared<Faulty>();
+  faulty->load_state_dict({}, device);
+  std::vector<Replica> rs(2);
+  rs[0].module = healthy;
+  rs[1].module = faulty;
+  BatchOptions o;
+  o.max_batch_size = 4;
+  BatchQueue q(rs, o);
+  std::atomic<int> ok{0}, failed{0}, wrong{0};
+  auto run = [&](int t, int n) {
+    for (int i = 0; i < n; ++i) {
+      const float id = static_cast<float>(t * 1000 + i + 1);
+      BatchFuture f = q.submit(row(id));
+      try {
+        const std::vector<float> y = f.get().y.to_float_vector();
+        (y == std::vector<float>{2 * id, 2, 4, 6} ? ok : wrong)++;
+      } catch (const DeviceError& e) {
+        (std::string(e.what()).find("injected fault") != std::string::npos ? failed : wrong)++;
+      } catch (...) {
+        wrong++;
+      }
+    }
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t) ts.emplace_back(run, t, 60);
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(ok.load(), 0) << "the healthy replica served nothing";
+  EXPECT_GT(failed.load(), 0) << "the faulty replica took no batch: the test cannot see a fault";
+  EXPECT_EQ(ok.load() + failed.load(), 480);
+  EXPECT_EQ(q.metrics().failed, static_cast<std::uint64_t>(failed.load()));
+  const auto per = q.metrics().worker_batches;
+  ASSERT_EQ(per.size(), 2u);
+  EXPECT_GT(per[0], 0u);
+  EXPECT_GT(per[1], 0u);
+  // After the faults the healthy replica still answers.
+  ok = 0;
+  run(9, 40);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, BatchQueueTest, STREAMPOOL_DEVICES, test::param_name);

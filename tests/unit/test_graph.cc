@@ -122,6 +122,33 @@ TEST_P(GraphTest, CountsTheKernelsOfTheCapturedForward) {
   }
 }
 
+// Replays queued behind a slow kernel, forty of them on one instance before the first runs: each
+// replay's copies are set while the earlier launches wait, and still each reads its own input and
+// writes its own result (on CUDA an executable graph's updates apply to later launches only).
+TEST_P(GraphTest, QueuedReplaysBeyondTheRingKeepTheirOwnInputsAndResults) {
+  auto m = loaded("mlp", kMlp, device);
+  auto compiled = compile(m);
+  constexpr int kCalls = 40;
+  std::vector<Tensor> inputs, expected;
+  for (int i = 0; i < kCalls; ++i) {
+    inputs.push_back(randn({2, 32}, DType::float32, device, 500 + i));
+    expected.push_back(m->forward(inputs.back()).y);
+  }
+  (*compiled)(inputs[0]);  // builds
+  synchronize(device);
+  test::DeviceBuffer scratch(device, 1);
+  for (int round = 0; round < 2; ++round) {
+    // Stream order holds every replay behind 20 ms of GPU time: the host runs kCalls ahead.
+    test::slow_fill(current_stream(device), scratch.data(), 1, 1.0f, 20000);
+    std::vector<Tensor> got;
+    for (int i = 0; i < kCalls; ++i) got.push_back((*compiled)(inputs[i]).y);
+    for (int i = 0; i < kCalls; ++i) {
+      EXPECT_EQ(values(got[i]), values(expected[i])) << "replay " << i << " of round " << round;
+    }
+  }
+  EXPECT_EQ(compiled->stats().replays, 2u * kCalls);
+}
+
 // Two compiled modules of one architecture, one input shape, called in turn from one thread:
 // each answers with its own weights (a thread's memo of instances names the module).
 TEST_P(GraphTest, TwoCompiledModulesWithTheSameShapesKeepTheirOwnInstances) {
